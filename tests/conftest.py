@@ -1,0 +1,146 @@
+"""Shared fixtures: a fake Valohai execution folder, a strict API mock, an injected clock."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(ROOT))
+
+import retry  # noqa: E402
+
+HOST = "https://app.valohai.com"
+TOKEN = "tok-3f9a1c7e5b2d4a6f8e0c"
+EXECUTION_ID = "0193a8e2-55c1-7d0e-8b1a-2f3e4d5c6b7a"
+PROJECT_ID = "0185f0d4-1c2b-4a3d-9e8f-7a6b5c4d3e2f"
+STATUS_URL = f"{HOST}/api/v0/executions/{EXECUTION_ID}/status-detail/?signature=d1e2f3"
+DETAIL_URL = f"{HOST}/api/v0/executions/{EXECUTION_ID}/"
+CREATE_URL = f"{HOST}/api/v0/executions/"
+
+
+def load_fixture(name: str) -> Any:
+    """A fresh copy of one of the sample Valohai files."""
+    return json.loads((FIXTURES / name).read_text())
+
+
+@dataclass
+class FakeClock:
+    """Wall clock and sleep for tests: sleeping only moves the time forward."""
+
+    now_value: float = 1_800_000_000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def now(self) -> float:
+        return self.now_value
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now_value += seconds
+
+    @property
+    def slept(self) -> float:
+        return sum(self.sleeps)
+
+
+@dataclass
+class Spawned:
+    """Records the local relaunches instead of starting processes."""
+
+    calls: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
+    exit_code: int = 0
+
+    def __call__(self, argv: Any, env: Any) -> int:
+        self.calls.append((list(argv), dict(env)))
+        return self.exit_code
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def spawned() -> Spawned:
+    return Spawned()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No Valohai or retry variables from the developer's shell leak into a test."""
+    for name in (
+        "VH_JOB_ID",
+        "VH_CONFIG_DIR",
+        "VH_API_TOKEN",
+        "VALOHAI_HOST",
+        "VH_PROJECT_ID",
+        retry.NOT_BEFORE_VARIABLE,
+        retry.PARENT_VARIABLE,
+        retry.LOCAL_RETRY_VARIABLE,
+        "TRAIN_OUTAGE_ATTEMPTS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Path:
+    """A Valohai execution's config folder, with VH_JOB_ID, VH_CONFIG_DIR and the token set."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    for name in ("execution.json", "parameters.json", "inputs.json", "api.json"):
+        shutil.copy(FIXTURES / name, folder / name)
+    clean_env.setenv("VH_JOB_ID", "job-1")
+    clean_env.setenv("VH_CONFIG_DIR", str(folder))
+    clean_env.setenv("VH_API_TOKEN", TOKEN)
+    return folder
+
+
+def set_tags(folder: Path, tags: list[str], **extra: Any) -> None:
+    """Rewrite execution.json with other tags (and other keys)."""
+    data = json.loads((folder / "execution.json").read_text())
+    data["valohai.execution-tags"] = tags
+    data.update({f"valohai.{key}": value for key, value in extra.items()})
+    (folder / "execution.json").write_text(json.dumps(data))
+
+
+@pytest.fixture
+def api() -> Iterator[responses.RequestsMock]:
+    """A strict mock of the Valohai API: every registered call must happen, no other may."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+        # responses answers an unmatched request with a ConnectionError, which the code
+        # under test may treat as a transient fault: find those by their message.
+        unexpected = [call.request.url for call in mock.calls if "match any registered mock" in str(call.response)]
+        assert not unexpected, f"unexpected requests: {unexpected}"
+
+
+@pytest.fixture
+def runtime(clock: FakeClock, spawned: Spawned) -> retry.Runtime:
+    """A runtime whose time, randomness and process starts are the test's."""
+    import os
+
+    return retry.Runtime(
+        environ=os.environ,
+        now=clock.now,
+        sleep=clock.sleep,
+        uniform=lambda low, high: high,
+        spawn=spawned,
+        argv=["python", "train.py", "--delay=5"],
+    )
+
+
+def connection_error() -> Exception:
+    import requests
+
+    return requests.ConnectionError("could not connect to db.internal:5432")

@@ -1,0 +1,391 @@
+"""A failed attempt on Valohai: the API calls it makes, its status detail and exit code."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import responses
+from conftest import (
+    CREATE_URL,
+    DETAIL_URL,
+    EXECUTION_ID,
+    PROJECT_ID,
+    STATUS_URL,
+    TOKEN,
+    FakeClock,
+    connection_error,
+    load_fixture,
+    set_tags,
+)
+from responses import matchers
+
+import retry
+
+AUTH = matchers.header_matcher({"Authorization": f"Token {TOKEN}"})
+SMALL = matchers.query_param_matcher({"exclude": "metadata,events"})
+CREATED = {
+    "id": "0193a8e9-0a11-7b2c-9d3e-4f5a6b7c8d9e",
+    "counter": 42,
+    "urls": {"display": "https://app.valohai.com/p/acme/churn-model/execution/0193a8e9/"},
+}
+
+
+def raised(error: BaseException) -> BaseException:
+    """The error with a real traceback, as run() would catch it."""
+    try:
+        raise error
+    except BaseException as caught:
+        return caught
+
+
+def instant(timestamp: float) -> str:
+    return (
+        datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc).isoformat(timespec="milliseconds")[:-6]
+        + "Z"
+    )
+
+
+def expected_payload(tags: list[str], not_before: str | None) -> dict[str, Any]:
+    variables = {"LOG_LEVEL": "info", retry.PARENT_VARIABLE: EXECUTION_ID}
+    if not_before:
+        variables[retry.NOT_BEFORE_VARIABLE] = not_before
+    return {
+        "project": PROJECT_ID,
+        "commit": "5f2c1a9e0b7d4c3a8e6f1d2b9c0a7e4f3b2d1c0a",
+        "step": "train",
+        "parameters": {"retries": 3, "delay": 60, "failure_rate": 0.5, "failure_type": "connection"},
+        "inputs": {"dataset": ["s3://acme-ml-data/churn/train.csv"]},
+        "tags": tags,
+        "environment_variables": variables,
+        "environment": "0187c1f5-2b9a-4c7e-9d3f-6a1b2c3d4e5f",
+        "image": "python:3.12-slim",
+        "title": "Nightly training",
+        "time_limit": 3600,
+    }
+
+
+def expect_status_detail(api: responses.RequestsMock, text: str) -> None:
+    """The pre-signed status-detail call, with its own signature and never the token."""
+    api.post(
+        STATUS_URL,
+        match=[
+            matchers.json_params_matcher({"status_detail": text}),
+            matchers.header_matcher({"Authorization": "Signature d1e2f3a4b5c6"}),
+        ],
+    )
+
+
+def expect_detail(api: responses.RequestsMock, detail: dict[str, Any] | None = None) -> None:
+    api.get(DETAIL_URL, json=detail or load_fixture("execution-detail.json"), match=[AUTH, SMALL])
+
+
+def test_transient_failure_creates_the_retry_and_exits_at_once(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    payload = expected_payload(["nightly", "retry: 1"], instant(clock.now_value + 60))
+    expect_detail(api)
+    api.post(
+        CREATE_URL, json=CREATED, status=201, match=[AUTH, matchers.json_params_matcher(payload, strict_match=True)]
+    )
+    expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(retries=3, delay=60), runtime=runtime)
+
+    assert code == retry.EXIT_RETRY_STARTED
+    assert clock.sleeps == []  # the failed execution does not hold its machine
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "#42: https://app.valohai.com/p/acme/churn-model/execution/0193a8e9/" in err
+
+
+def test_waiting_in_the_failed_execution_is_still_possible(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    expect_detail(api)
+    payload = expected_payload(["nightly", "retry: 1"], None)
+    api.post(CREATE_URL, json=CREATED, status=201, match=[matchers.json_params_matcher(payload, strict_match=True)])
+    expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
+
+    policy = retry.Policy(retries=3, delay=60, wait_in="failed")
+    assert retry.handle_failure(raised(connection_error()), policy, runtime=runtime) == retry.EXIT_RETRY_STARTED
+    assert clock.slept == 60
+
+
+def test_a_retry_counts_on_from_its_own_tag(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    set_tags(config_dir, ["nightly", "retry: 1"])
+    detail = load_fixture("execution-detail.json")
+    detail["tags"] = ["nightly", "retry: 1"]
+    detail["environment_variables"][retry.PARENT_VARIABLE] = {"value": "older-id", "secret": False}
+    detail["environment_variables"][retry.NOT_BEFORE_VARIABLE] = {"value": "2020-01-01T00:00:00Z", "secret": False}
+    expect_detail(api, detail)
+    payload = expected_payload(["nightly", "retry: 2"], instant(clock.now_value + 60))
+    api.post(CREATE_URL, json={**CREATED, "counter": 43}, status=201, match=[matchers.json_params_matcher(payload)])
+    expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 2/3 started as #43")
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(retries=3, delay=60), runtime=runtime)
+    assert code == retry.EXIT_RETRY_STARTED
+
+
+def test_exhausted_retries_fail_with_a_clear_status_and_no_api_call(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    set_tags(config_dir, ["nightly", "retry: 3"])
+    expect_status_detail(api, "Gave up after 3 retries: ConnectionError: could not connect to db.internal:5432")
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(retries=3), runtime=runtime)
+    assert code == retry.EXIT_GAVE_UP
+
+
+def test_a_bug_is_not_retried(config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime) -> None:
+    expect_status_detail(api, "Not retried (not a transient error): ValueError: shape mismatch")
+
+    code = retry.handle_failure(raised(ValueError("shape mismatch")), retry.Policy(), runtime=runtime)
+    assert code == retry.EXIT_GAVE_UP
+
+
+def test_missing_token_is_explained_and_nothing_is_sent_to_the_api(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("VH_API_TOKEN", "  ")
+    api.post(STATUS_URL)  # the status detail is still set
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+
+    assert code == retry.EXIT_RELAUNCH_FAILED
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "VH_API_TOKEN is not set" in last_line
+    assert "secret project environment variable" in last_line
+    assert json.loads(api.calls[0].request.body)["status_detail"].startswith("ConnectionError")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "explained"),
+    [
+        (
+            400,
+            {"step": ["Step 'train' not found in commit"], "parameters": {"delay": ["Not an integer"]}},
+            "step: Step 'train' not found in commit; parameters: delay: Not an integer",
+        ),
+        (401, {"detail": "Invalid token."}, "VH_API_TOKEN was refused"),
+        (403, {"detail": "Forbidden"}, "is not allowed to do this"),
+        (404, {"detail": "Not found."}, "not found: check VALOHAI_HOST"),
+        (500, {"detail": "oops"}, "HTTP 500, the Valohai API failed"),
+    ],
+)
+def test_each_api_error_ends_with_one_clear_line(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    capsys: Any,
+    status: int,
+    body: dict[str, Any],
+    explained: str,
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, json=body, status=status)
+    api.post(STATUS_URL)
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+
+    assert code == retry.EXIT_RELAUNCH_FAILED
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert explained in last_line
+    assert "could not start retry 1/3" in last_line
+    detail = json.loads(api.calls[-1].request.body)["status_detail"]
+    assert explained in detail
+
+
+def test_a_flaky_api_is_asked_again_honouring_retry_after(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    api.get(DETAIL_URL, status=503, headers={"Retry-After": "7"})
+    api.get(DETAIL_URL, status=429, headers={"Retry-After": "3"})
+    expect_detail(api)
+    api.post(CREATE_URL, json=CREATED, status=201)
+    api.post(STATUS_URL)
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+
+    assert code == retry.EXIT_RETRY_STARTED
+    assert clock.sleeps == [7, 3]
+
+
+def test_an_unreachable_api_gives_up_within_the_budget(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    for _ in range(7):
+        api.get(DETAIL_URL, body=requests.ConnectionError("connection refused"))
+    api.post(STATUS_URL)
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+
+    assert code == retry.EXIT_RELAUNCH_FAILED
+    assert clock.slept <= retry.API_BUDGET
+    assert clock.sleeps == [1, 2, 4, 8, 16, 16]
+    assert "could not reach https://app.valohai.com" in capsys.readouterr().err
+
+
+def test_valohai_host_selects_a_self_hosted_installation(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VALOHAI_HOST", "https://valohai.acme.internal/")
+    host = "https://valohai.acme.internal"
+    api.get(f"{host}/api/v0/executions/{EXECUTION_ID}/", json=load_fixture("execution-detail.json"), match=[AUTH])
+    api.post(f"{host}/api/v0/executions/", json=CREATED, status=201, match=[AUTH])
+    api.post(STATUS_URL)
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+    assert code == retry.EXIT_RETRY_STARTED
+
+
+def test_plain_http_host_is_refused_before_the_token_travels(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("VALOHAI_HOST", "http://valohai.acme.internal")
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 3
+    assert "plain http" in capsys.readouterr().err
+
+
+def test_a_failing_status_detail_does_not_hide_the_outcome(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    set_tags(config_dir, ["retry: 3"])
+    api.post(STATUS_URL, status=500)
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(retries=3), runtime=runtime)
+
+    assert code == retry.EXIT_GAVE_UP
+    err = capsys.readouterr().err
+    assert "could not set the status detail" in err
+    assert "Gave up after 3 retries" in err
+
+
+def test_inside_a_pipeline_the_pipeline_owns_retrying(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    set_tags(config_dir, [], **{"pipeline-id": "0193aaaa-pipe"})
+    api.post(STATUS_URL)
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+
+    assert code == retry.EXIT_RELAUNCH_FAILED
+    assert "on-error: retry" in json.loads(api.calls[0].request.body)["status_detail"]
+
+
+def test_a_lost_create_answer_adopts_the_retry_instead_of_creating_another(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, body=requests.ConnectionError("Connection aborted: RemoteDisconnected"))
+    listing = load_fixture("execution-list.json")
+    listing["results"][0]["environment_variables"] = {retry.PARENT_VARIABLE: {"value": EXECUTION_ID, "secret": False}}
+    api.get(
+        CREATE_URL,
+        json=listing,
+        match=[AUTH, matchers.query_param_matcher({"project": PROJECT_ID, "ordering": "-counter", "limit": "50"})],
+    )
+    expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
+
+    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+
+    assert code == retry.EXIT_RETRY_STARTED
+    assert [call.request.method for call in api.calls].count("POST") == 2  # one create, one status detail
+
+
+def test_a_lost_create_that_created_nothing_is_sent_once_more(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, status=504)
+    listing = load_fixture("execution-list.json")
+    listing["results"][0]["environment_variables"] = {
+        retry.PARENT_VARIABLE: {"value": "another-chain", "secret": False}
+    }
+    api.get(CREATE_URL, json=listing)
+    api.post(CREATE_URL, json=CREATED, status=201)
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 75
+
+
+def test_the_token_never_appears_in_output_or_status_details(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, status=401, json={"detail": "Invalid token."})
+    api.post(STATUS_URL)
+
+    retry.handle_failure(raised(requests.ConnectionError(f"proxy echoed {TOKEN}")), retry.Policy(), runtime=runtime)
+
+    captured = capsys.readouterr()
+    assert TOKEN not in captured.out + captured.err
+    assert TOKEN not in api.calls[-1].request.body.decode()
+    assert (
+        "Authorization" not in api.calls[-1].request.headers
+        or TOKEN not in api.calls[-1].request.headers["Authorization"]
+    )
+
+
+def test_payload_never_copies_secrets_or_the_token() -> None:
+    detail = load_fixture("execution-detail.json")
+    detail["environment_variables"] = {
+        "LOG_LEVEL": {"value": "info", "secret": False},
+        "DB_PASSWORD": {"value": None, "secret": True},
+        "LEAKY": {"value": "shown-but-secret", "secret": True},
+        "VH_API_TOKEN": {"value": "plain-token", "secret": False},
+        "EMPTY": {"value": "", "secret": False},
+    }
+    payload = retry.build_retry_payload(detail, 1, parent_id="p")
+    assert payload["environment_variables"] == {"LOG_LEVEL": "info", "EMPTY": "", retry.PARENT_VARIABLE: "p"}
+
+
+def test_payload_refuses_partial_data() -> None:
+    detail = load_fixture("execution-detail.json")
+    del detail["commit"]
+    with pytest.raises(retry.RetryError, match="lacks commit"):
+        retry.build_retry_payload(detail, 1, parent_id="p")
+
+
+def test_payload_falls_back_to_the_config_files_for_parameters_and_inputs(config_dir: Path) -> None:
+    detail = load_fixture("execution-detail.json")
+    del detail["parameters"], detail["inputs"]
+    payload = retry.build_retry_payload(detail, 1, parent_id="p", config=config_dir)
+    assert payload["parameters"] == load_fixture("parameters.json")
+    assert payload["inputs"] == {"dataset": ["s3://acme-ml-data/churn/train.csv"]}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not found"),
+        ("{not json", "not readable JSON"),
+        ('["a list"]', "does not hold a JSON object"),
+        ('{"valohai.execution-id": "x"}', "lacks valohai.execution-counter, valohai.project-id"),
+    ],
+)
+def test_bad_execution_json_stops_the_relaunch(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    capsys: Any,
+    content: str | None,
+    message: str,
+) -> None:
+    path = config_dir / "execution.json"
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 3
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]

@@ -1,0 +1,147 @@
+"""The entry point: waiting for its turn, local relaunches, exit codes."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from conftest import STATUS_URL, FakeClock, Spawned, connection_error, set_tags
+
+import retry
+
+
+def iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc).isoformat()
+
+
+def failing() -> None:
+    raise connection_error()
+
+
+def test_success_returns_the_result(clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned) -> None:
+    assert retry.run(lambda: 42, retries=2, runtime=runtime) == 42
+    assert spawned.calls == []
+
+
+def test_invalid_settings_exit_with_the_config_code(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, capsys: Any
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(lambda: None, retries=-1, runtime=runtime)
+    assert exit_info.value.code == retry.EXIT_BAD_CONFIG
+    assert "invalid retry settings: retries must be an integer from 0 to 100, got -1" in capsys.readouterr().err
+
+
+def test_local_failure_relaunches_the_same_command_as_a_new_process(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned, clock: FakeClock, capsys: Any
+) -> None:
+    clean_env.setenv("SOME_SETTING", "kept")
+    spawned.exit_code = 0
+
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(failing, retries=2, delay=5, runtime=runtime)
+
+    assert exit_info.value.code == 0  # the chain's outcome is the last attempt's
+    [(argv, env)] = spawned.calls
+    assert argv == ["python", "train.py", "--delay=5"]
+    assert env[retry.LOCAL_RETRY_VARIABLE] == "1"
+    assert env["SOME_SETTING"] == "kept"
+    assert retry._parse_instant(env[retry.NOT_BEFORE_VARIABLE]) == pytest.approx(clock.now_value + 5)
+    assert clock.sleeps == []
+    err = capsys.readouterr().err
+    assert "attempt 1 of up to 3 locally" in err
+    assert "starting retry 1/2 as a new process" in err
+
+
+def test_local_retry_waits_for_its_turn_then_works(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    clean_env.setenv(retry.LOCAL_RETRY_VARIABLE, "1")
+    clean_env.setenv(retry.NOT_BEFORE_VARIABLE, iso(clock.now_value + 23))
+    started_at: list[float] = []
+
+    retry.run(lambda: started_at.append(clock.now()), retries=3, runtime=runtime)
+
+    assert started_at == [clock.now_value] and clock.slept == pytest.approx(23)
+    assert clock.sleeps == [10, 10, pytest.approx(3)]
+    err = capsys.readouterr().err
+    assert "attempt 2 of up to 4 locally, tag 'retry: 1'" in err
+    assert "waiting 23 s before retry 1/3 starts work" in err
+    assert "13 s left" in err and "3 s left" in err
+
+
+def test_a_passed_not_before_costs_no_wait(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    clean_env.setenv(retry.LOCAL_RETRY_VARIABLE, "1")
+    clean_env.setenv(retry.NOT_BEFORE_VARIABLE, iso(clock.now_value - 100))
+    retry.run(lambda: None, runtime=runtime)
+    assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("value", ["tomorrow-ish", "2999-01-01T00:00:00Z"])
+def test_a_bad_or_far_not_before_is_clamped_to_the_longest_wait(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock, capsys: Any, value: str
+) -> None:
+    clean_env.setenv(retry.LOCAL_RETRY_VARIABLE, "2")
+    clean_env.setenv(retry.NOT_BEFORE_VARIABLE, value)
+    retry.run(lambda: None, delay=5, max_delay=30, runtime=runtime)
+    assert clock.slept == 30
+    assert "warning: RETRY_NOT_BEFORE" in capsys.readouterr().err
+
+
+def test_local_exhaustion_gives_up_without_a_new_process(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned, capsys: Any
+) -> None:
+    clean_env.setenv(retry.LOCAL_RETRY_VARIABLE, "2")
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(failing, retries=2, runtime=runtime)
+    assert exit_info.value.code == retry.EXIT_GAVE_UP
+    assert spawned.calls == []
+    assert "Gave up after 2 retries: ConnectionError" in capsys.readouterr().err
+
+
+def test_local_mode_needs_no_token(clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned) -> None:
+    with pytest.raises(SystemExit):
+        retry.run(failing, runtime=runtime)
+    assert len(spawned.calls) == 1
+
+
+def test_keyboard_interrupt_is_never_retried(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned
+) -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        retry.run(interrupted, runtime=runtime)
+    assert spawned.calls == []
+
+
+def test_a_retry_on_valohai_waits_and_says_so_in_the_status_detail(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_tags(config_dir, ["nightly", "retry: 2"])
+    monkeypatch.setenv(retry.NOT_BEFORE_VARIABLE, iso(clock.now_value + 23))
+    api.post(STATUS_URL)
+
+    retry.run(lambda: None, retries=3, runtime=runtime)
+
+    assert clock.slept == pytest.approx(23)
+    assert json.loads(api.calls[0].request.body) == {"status_detail": "Waiting 23 s before retry 2/3 starts work"}
+
+
+def test_missing_token_on_valohai_is_warned_about_at_start(
+    config_dir: Path, runtime: retry.Runtime, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VH_API_TOKEN")
+    retry.run(lambda: None, runtime=runtime)
+    assert "warning: VH_API_TOKEN is not set" in capsys.readouterr().err

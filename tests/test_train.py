@@ -1,0 +1,107 @@
+"""The sample step raises real errors of the chosen kind and validates its parameters."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import ROOT
+
+import retry
+
+
+@pytest.fixture
+def train(monkeypatch: pytest.MonkeyPatch, clean_env: pytest.MonkeyPatch) -> ModuleType:
+    """train.py imported with a clean command line (prepare() reads sys.argv)."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    sys.modules.pop("train", None)
+    import train as module
+
+    return module
+
+
+@pytest.mark.parametrize(
+    ("kind", "transient"),
+    [("connection", True), ("timeout", True), ("rate-limit", True), ("bug", False)],
+)
+def test_each_failure_type_is_classified_as_documented(train: ModuleType, kind: str, transient: bool) -> None:
+    assert retry.is_transient(train.simulated_failure(kind)) is transient
+
+
+def test_rate_limit_carries_retry_after(train: ModuleType) -> None:
+    error = train.simulated_failure("rate-limit")
+    assert error.response.status_code == 429
+    assert retry.Policy(delay=10).wait_before(1, error) == 30
+
+
+def test_failure_rate_decides_whether_an_attempt_fails(train: ModuleType) -> None:
+    rng = random.Random(7)
+    assert all(train.failing_epoch(1.0, rng) is not None for _ in range(50))
+    assert all(train.failing_epoch(0.0, rng) is None for _ in range(50))
+    failures = sum(train.failing_epoch(0.5, rng) is not None for _ in range(2000))
+    assert 850 < failures < 1150
+
+
+def test_outage_variable_fails_only_the_first_attempts(train: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(train.OUTAGE_VARIABLE, "1")
+    assert train.failing_epoch(0.0, random.Random()) is not None
+    monkeypatch.setenv(retry.LOCAL_RETRY_VARIABLE, "1")
+    assert train.failing_epoch(1.0, random.Random()) is None
+
+
+def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "VH_OUTPUTS_DIR": str(ROOT / ".valohai" / "test-outputs"), **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--failure_rate=1.5"], "failure_rate must be from 0 to 1, got 1.5"),
+        (["--failure_type=meteor"], "failure_type must be one of connection, timeout, rate-limit, bug, got 'meteor'"),
+        (["--retries=-2"], "retries must be an integer from 0 to 100, got -2"),
+        (["--delay=-1"], "delay must be a number from 0 to 86400, got -1"),
+    ],
+)
+def test_invalid_parameters_are_refused_with_a_clear_line(args: list[str], message: str) -> None:
+    result = run_train(*args, "--failure_rate=0" if "failure_rate" not in args[0] else "--retries=1")
+    assert result.returncode == retry.EXIT_BAD_CONFIG
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_local_chain_fails_once_then_recovers_in_a_fresh_process() -> None:
+    result = run_train("--delay=0", "--retries=2", env={"TRAIN_OUTAGE_ATTEMPTS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "requests.exceptions.ConnectionError" in result.stderr
+    assert "starting retry 1/2 as a new process" in result.stderr
+    assert "attempt 2 of up to 3 locally, tag 'retry: 1'" in result.stderr
+    assert result.stdout.count("Training complete") == 1
+
+
+@pytest.mark.e2e
+def test_local_chain_gives_up_after_its_retries() -> None:
+    result: Any = run_train("--delay=0", "--retries=1", "--failure_rate=1", "--failure_type=timeout")
+    assert result.returncode == retry.EXIT_GAVE_UP
+    assert result.stderr.count("Traceback") == 2
+    assert "Gave up after 1 retry: Timeout" in result.stderr
+
+
+@pytest.mark.e2e
+def test_local_bug_is_not_retried() -> None:
+    result = run_train("--delay=0", "--failure_rate=1", "--failure_type=bug")
+    assert result.returncode == retry.EXIT_GAVE_UP
+    assert "Not retried (not a transient error): ValueError" in result.stderr
+    assert "new process" not in result.stderr
