@@ -775,11 +775,13 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
     _announce(policy, number, runtime)
     wait_for_turn(policy, number, runtime)
     try:
-        return fn()
+        result = fn()
     except Exception as error:  # the point is to classify any failure
         code = handle_failure(error, policy, runtime=runtime)
         del error  # drop the traceback's frames before a local retry runs beside them
         sys.exit(code)
+    _say(f"attempt {number + 1} succeeded")
+    return result
 
 
 def current_retry(runtime: Runtime | None = None) -> int:

@@ -89,6 +89,7 @@ def test_local_chain_fails_once_then_recovers_in_a_fresh_process() -> None:
     assert "starting retry 1/2 as a new process" in result.stderr
     assert "attempt 2 of up to 3 locally, tag 'retry: 1'" in result.stderr
     assert result.stdout.count("Training complete") == 1
+    assert result.stderr.rstrip().endswith("[retry] attempt 2 succeeded")
 
 
 @pytest.mark.e2e
