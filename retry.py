@@ -20,6 +20,7 @@ Environment:
     ``VALOHAI_HOST``   API address for self-hosted installations
                        (default ``https://app.valohai.com``).
     ``VH_CONFIG_DIR``  where ``execution.json`` and friends are (default ``/valohai/config``).
+    ``RETRY_API_TIMEOUT``  read timeout of each API request in seconds (default 30).
 
 Exit codes: 0 success, :data:`EXIT_GAVE_UP` (1), :data:`EXIT_BAD_CONFIG` (2),
 :data:`EXIT_RELAUNCH_FAILED` (3), :data:`EXIT_RETRY_STARTED` (75).
@@ -108,6 +109,8 @@ TRANSIENT_HTTP_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 #: Connect and read timeouts of every API request, in seconds.
 REQUEST_TIMEOUT = (5.0, 30.0)
+#: Overrides the read timeout, e.g. for a slow proxy.
+TIMEOUT_VARIABLE = "RETRY_API_TIMEOUT"
 #: Total time the API calls of one relaunch may spend retrying a flaky API, in seconds.
 API_BUDGET = 60.0
 #: API answers worth asking again: the request was not acted on.
@@ -400,6 +403,20 @@ def api_host(environ: Mapping[str, str] | None = None) -> str:
     return host
 
 
+def request_timeout(environ: Mapping[str, str] | None = None) -> tuple[float, float]:
+    """Connect and read timeouts for API requests; ``RETRY_API_TIMEOUT`` sets the read one."""
+    raw = (os.environ if environ is None else environ).get(TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return REQUEST_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 600:
+        raise ConfigError(f"{TIMEOUT_VARIABLE} must be a number of seconds from 0 to 600, got {raw!r}")
+    return (min(REQUEST_TIMEOUT[0], seconds), seconds)
+
+
 def _is_loopback(hostname: str) -> bool:
     if hostname == "localhost":
         return True
@@ -452,11 +469,13 @@ class ValohaiAPI:
         *,
         session: requests.Session | None = None,
         budget: float = API_BUDGET,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = api_host({HOST_VARIABLE: host} if host else None)
         self._token = token
+        self._timeout = timeout
         self._session = session or requests.Session()
         self._budget = budget
         self._sleep = sleep
@@ -482,7 +501,7 @@ class ValohaiAPI:
             try:
                 response = self._session.request(
                     method, url, params=params, json=body, headers=headers,
-                    timeout=REQUEST_TIMEOUT, allow_redirects=False,
+                    timeout=self._timeout, allow_redirects=False,
                 )  # fmt: skip
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if method == "POST" and not _surely_unsent(exc):
@@ -892,7 +911,12 @@ def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, number
     if execution.task_id:
         _say("this execution belongs to a task; the retry will run outside the task")
     api = ValohaiAPI(
-        token, runtime.environ.get(HOST_VARIABLE), session=runtime.session, sleep=runtime.sleep, clock=runtime.now
+        token,
+        runtime.environ.get(HOST_VARIABLE),
+        session=runtime.session,
+        timeout=request_timeout(runtime.environ),
+        sleep=runtime.sleep,
+        clock=runtime.now,
     )
     not_before = _plan_wait(error, policy, number, runtime)
     created = relaunch(api, execution, number, not_before=not_before)
@@ -1023,7 +1047,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetryError:
         _fail("no project: pass --project <id> (Project settings shows it) or set VH_PROJECT_ID", EXIT_BAD_CONFIG)
     try:
-        api = ValohaiAPI(read_token())
+        api = ValohaiAPI(read_token(), timeout=request_timeout())
         print(format_chain(chain(api, project, args.counter)))
     except RetryError as exc:
         _fail(str(exc), exc.exit_code)

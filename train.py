@@ -3,8 +3,9 @@
 With probability ``failure_rate`` the run fails at a random epoch with a real exception of
 the kind ``failure_type`` names; ``retry.run`` then starts a retry (or gives up).
 
-Locally, ``TRAIN_OUTAGE_ATTEMPTS=N`` makes the simulated outage deterministic: the first
-N attempts fail, later ones succeed (``failure_rate`` is ignored then).
+Two environment variables help demos and tests: ``TRAIN_OUTAGE_ATTEMPTS=N`` makes the
+simulated outage deterministic (the first N attempts fail, later ones succeed, whatever
+``failure_rate`` says), and ``TRAIN_EPOCH_SECONDS`` sets how long an epoch takes (0.3).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import valohai
 import retry
 
 EPOCHS = 5
-EPOCH_SECONDS = 0.3
+EPOCH_SECONDS = float(os.environ.get("TRAIN_EPOCH_SECONDS", "0.3"))
 FAILURE_TYPES = ("connection", "timeout", "rate-limit", "bug")
 OUTAGE_VARIABLE = "TRAIN_OUTAGE_ATTEMPTS"
 
@@ -88,6 +89,7 @@ def failing_epoch(failure_rate: float, rng: random.Random) -> int | None:
 def train(settings: Settings, rng: random.Random) -> None:
     """Run a few epochs, log metrics, write a small model file; maybe fail on the way."""
     fail_at = failing_epoch(settings.failure_rate, rng)
+    print(f"Training {EPOCHS} epochs", flush=True)
     loss = 1.0
     for epoch in range(EPOCHS):
         if epoch == fail_at:

@@ -61,7 +61,12 @@ def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         text=True,
         timeout=30,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "VH_OUTPUTS_DIR": str(ROOT / ".valohai" / "test-outputs"), **(env or {})},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "VH_OUTPUTS_DIR": str(ROOT / ".valohai" / "test-outputs"),
+            "TRAIN_EPOCH_SECONDS": "0.05",
+            **(env or {}),
+        },
     )
 
 

@@ -1,0 +1,137 @@
+"""Whole chains of real train.py processes against the local Valohai stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from standin import Execution, Fault, Platform
+
+import retry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(40)]
+
+CHAIN_TIMEOUT = 30.0
+CREATE = "/api/v0/executions/"
+DETAIL = r"/api/v0/executions/[0-9a-f-]+/"
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    with Platform(tmp_path) as running:
+        yield running
+
+
+def run_chain(platform: Platform, **parameters: object) -> list[Execution]:
+    platform.start(**parameters)
+    return platform.wait_until_idle(CHAIN_TIMEOUT)
+
+
+def assert_recovered_on_retry_1(platform: Platform, executions: list[Execution]) -> None:
+    first, second = executions
+    assert (first.status, first.exit_code) == ("error", retry.EXIT_RETRY_STARTED)
+    assert first.status_detail is not None
+    assert first.status_detail.endswith(f"retry 1/3 started as #{second.counter}")
+    assert (second.status, second.tags) == ("complete", ["nightly", "retry: 1"])
+    assert second.environment_variables[retry.PARENT_VARIABLE] == first.id
+
+
+def test_success_first_time_creates_nothing(platform: Platform) -> None:
+    [execution] = run_chain(platform, failure_rate=0.0)
+    assert (execution.status, execution.exit_code) == ("complete", 0)
+    assert platform.creates() == []
+    assert "Training complete" in execution.log_text()
+
+
+def test_failure_then_recovery_on_retry_1(platform: Platform) -> None:
+    platform.override(1, failure_rate=0.0)
+    executions = run_chain(platform, failure_rate=1.0, delay=0)
+    assert_recovered_on_retry_1(platform, executions)
+    # The retry is an exact copy apart from its tags: same parameters as the user chose.
+    assert executions[1].parameters == executions[0].parameters
+    assert executions[1].title == "Nightly training"
+    assert executions[1].environment_variables["LOG_LEVEL"] == "info"
+    assert "VH_API_TOKEN" not in executions[1].environment_variables
+
+
+def test_never_recovers_after_three_retries(platform: Platform) -> None:
+    executions = run_chain(platform, failure_rate=1.0, delay=0, retries=3)
+    assert [e.tags for e in executions] == [["nightly"], *(["nightly", f"retry: {n}"] for n in (1, 2, 3))]
+    assert [e.status for e in executions] == ["error"] * 4
+    assert [e.exit_code for e in executions] == [75, 75, 75, retry.EXIT_GAVE_UP]
+    assert executions[-1].status_detail is not None
+    assert executions[-1].status_detail.startswith("Gave up after 3 retries: ConnectionError")
+    assert len(platform.creates()) == 3
+
+
+def test_a_bug_fails_once_and_creates_nothing(platform: Platform) -> None:
+    [execution] = run_chain(platform, failure_rate=1.0, failure_type="bug")
+    assert (execution.status, execution.exit_code) == ("error", retry.EXIT_GAVE_UP)
+    assert execution.status_detail is not None
+    assert execution.status_detail.startswith("Not retried (not a transient error): ValueError")
+    assert platform.creates() == []
+
+
+def test_missing_token_fails_clearly_and_creates_nothing(tmp_path: Path) -> None:
+    with Platform(tmp_path, token=None) as platform:
+        [execution] = run_chain(platform, failure_rate=1.0, delay=0)
+    assert (execution.status, execution.exit_code) == ("error", retry.EXIT_RELAUNCH_FAILED)
+    assert execution.status_detail is not None
+    assert "VH_API_TOKEN is not set" in execution.status_detail
+    assert "secret project environment variable" in execution.log_text().splitlines()[-1]
+    assert platform.creates() == []
+
+
+def test_the_delay_is_honoured(platform: Platform) -> None:
+    platform.override(1, failure_rate=0.0)
+    first, second = run_chain(platform, failure_rate=1.0, delay=1)
+    assert first.failed_at is not None and second.work_started_at is not None
+    assert second.work_started_at - first.failed_at >= 1.0
+    assert "waiting 1 s before retry 1/3 starts work" in second.log_text()
+
+
+@pytest.mark.parametrize(
+    ("fault", "create_calls", "logged"),
+    [
+        (
+            Fault("POST", CREATE, "status", status=429, headers={"Retry-After": "1"}),
+            2,
+            "rate limited; asking again in 1 s",
+        ),
+        (Fault("GET", DETAIL, "status", status=503), 1, "HTTP 503, the Valohai API failed; asking again in 1 s"),
+        (Fault("GET", DETAIL, "drop"), 1, "could not reach"),
+        (Fault("POST", CREATE, "drop"), 2, "looking for the retry before asking again"),
+        (Fault("POST", CREATE, "lost"), 1, "the retry was created after all"),
+        (Fault("POST", CREATE, "slow", seconds=1.5), 1, "the retry was created after all"),
+    ],
+    ids=["create-429", "detail-503", "detail-dropped", "create-dropped", "create-answer-lost", "create-slow"],
+)
+def test_api_faults_that_the_relaunch_survives(
+    platform: Platform, fault: Fault, create_calls: int, logged: str
+) -> None:
+    platform.inject(fault)
+    platform.override(1, failure_rate=0.0)
+    executions = run_chain(platform, failure_rate=1.0, delay=0)
+    assert fault.times == 0  # the fault did happen
+    assert_recovered_on_retry_1(platform, executions)  # and still exactly one retry exists
+    assert len(platform.creates()) == create_calls
+    assert logged in executions[0].log_text()
+
+
+@pytest.mark.parametrize(
+    ("fault", "explained"),
+    [
+        (Fault("POST", CREATE, "status", status=500), "POST /api/v0/executions/: HTTP 500, the Valohai API failed"),
+        (Fault("GET", DETAIL, "not-json"), "HTTP 200 with a body that is not JSON"),
+        (Fault("POST", CREATE, "status", status=403), "VH_API_TOKEN is not allowed to do this"),
+    ],
+    ids=["create-500", "detail-not-json", "create-403"],
+)
+def test_api_faults_that_end_the_chain_clearly(platform: Platform, fault: Fault, explained: str) -> None:
+    platform.inject(fault)
+    [execution] = run_chain(platform, failure_rate=1.0, delay=0)
+    assert (execution.status, execution.exit_code) == ("error", retry.EXIT_RELAUNCH_FAILED)
+    assert execution.status_detail is not None
+    assert explained in execution.status_detail
+    assert explained in execution.log_text().splitlines()[-1]
