@@ -111,10 +111,14 @@ class Platform:
         *,
         token: str | None = "standin-token-5b0f0c2d9e",
         queue_time: float = 0.0,
-        epoch_seconds: float = 0.05,
+        epoch_seconds: float = 0.02,
         read_timeout: float = 1.0,
+        script: str = "train.py",
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.script = script
+        self.extra_env = dict(extra_env or {})
         self.token = token
         self.queue_time = queue_time
         self.epoch_seconds = epoch_seconds
@@ -337,7 +341,7 @@ class Platform:
         (folder / "outputs").mkdir()
         self._write_config(execution, config)
         parameters = {**execution.parameters, **self.overrides.get(execution.retry, {})}
-        command = [sys.executable, "train.py", *(f"--{name}={value}" for name, value in parameters.items())]
+        command = [sys.executable, self.script, *(f"--{name}={value}" for name, value in parameters.items())]
         environ = {
             "PATH": "/usr/bin:/bin",
             "PYTHONUNBUFFERED": "1",
@@ -347,6 +351,7 @@ class Platform:
             "VALOHAI_HOST": self.host,
             "TRAIN_EPOCH_SECONDS": str(self.epoch_seconds),
             retry.TIMEOUT_VARIABLE: str(self.read_timeout),
+            **self.extra_env,
             **execution.environment_variables,
         }
         if self.token:

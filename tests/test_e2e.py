@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,12 +84,15 @@ def test_missing_token_fails_clearly_and_creates_nothing(tmp_path: Path) -> None
     assert platform.creates() == []
 
 
-def test_the_delay_is_honoured(platform: Platform) -> None:
+def test_the_failed_execution_exits_at_once_and_the_retry_keeps_the_delay(platform: Platform) -> None:
     platform.override(1, failure_rate=0.0)
-    first, second = run_chain(platform, failure_rate=1.0, delay=1)
-    assert first.failed_at is not None and second.work_started_at is not None
-    assert second.work_started_at - first.failed_at >= 1.0
-    assert "waiting 1 s before retry 1/3 starts work" in second.log_text()
+    first, second = run_chain(platform, failure_rate=1.0, delay=5)
+    assert first.failed_at is not None and first.ended_at is not None and second.work_started_at is not None
+    assert first.ended_at - first.failed_at < 2.0  # no machine held idle for the delay
+    assert second.work_started_at - first.failed_at >= 5.0  # and still no work before the delay
+    # What is left of the 5 s when the retry starts depends on how fast it started.
+    assert re.search(r"waiting [3-5] s before retry 1/3 starts work", second.log_text())
+    assert re.fullmatch(r"Waiting [3-5] s before retry 1/3 starts work", second.status_details[0])
 
 
 @pytest.mark.parametrize(

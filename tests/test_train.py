@@ -64,7 +64,7 @@ def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         env={
             "PATH": "/usr/bin:/bin",
             "VH_OUTPUTS_DIR": str(ROOT / ".valohai" / "test-outputs"),
-            "TRAIN_EPOCH_SECONDS": "0.05",
+            "TRAIN_EPOCH_SECONDS": "0.02",
             **(env or {}),
         },
     )
