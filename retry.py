@@ -46,7 +46,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, Union
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -125,8 +125,9 @@ _RETRY_TAG = re.compile(r"^\s*retry\s*:\s*([0-9]+)\s*$", re.IGNORECASE)
 _MAX_TAG_DIGITS = 9
 
 T = TypeVar("T")
-#: A predicate, an exception type, or a tuple of them (``Union``: ``|`` needs Python 3.10 at run time).
-RetryOn = Union[Callable[[BaseException], bool], type[BaseException], tuple[type[BaseException], ...]]
+if TYPE_CHECKING:  # only for annotations, so that this file still imports on Python 3.8
+    #: What ``Policy.retry_on`` takes: a predicate, an exception type, or a tuple of types.
+    RetryOn = Callable[[BaseException], bool] | type[BaseException] | tuple[type[BaseException], ...]
 
 
 # --- errors ----------------------------------------------------------------------------
