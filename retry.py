@@ -449,7 +449,8 @@ def _send_status_detail(text: str) -> None:
         valohai.set_status_detail(text)
         return
     # The same call valohai.set_status_detail() makes, with a timeout so it cannot hang.
-    _send_signed_request(endpoint="set_status_detail", json={"status_detail": text}, timeout=STATUS_DETAIL_TIMEOUT)
+    timeout = tuple(min(seconds, STATUS_DETAIL_TIMEOUT) for seconds in request_timeout())
+    _send_signed_request(endpoint="set_status_detail", json={"status_detail": text}, timeout=timeout)
 
 
 # --- the API ---------------------------------------------------------------------------
@@ -479,6 +480,7 @@ class ValohaiAPI:
         self._timeout = timeout
         self._session = session or requests.Session()
         self._budget = budget
+        self._deadline: float | None = None  # set by the first request: the budget is shared
         self._sleep = sleep
         self._clock = clock
 
@@ -497,12 +499,16 @@ class ValohaiAPI:
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
         url = self.host + path
         headers = {"Authorization": f"Token {self._token}", "Accept": "application/json"}
-        deadline = self._clock() + self._budget
+        if self._deadline is None:
+            self._deadline = self._clock() + self._budget
+        deadline = self._deadline
         for attempt in range(1, 1000):
+            # A slow answer may not outlast the budget either (at least 1 s to read it).
+            read_timeout = max(1.0, min(self._timeout[1], deadline - self._clock()))
             try:
                 response = self._session.request(
                     method, url, params=params, json=body, headers=headers,
-                    timeout=self._timeout, allow_redirects=False,
+                    timeout=(self._timeout[0], read_timeout), allow_redirects=False,
                 )  # fmt: skip
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if method == "POST" and not _surely_unsent(exc):
@@ -518,13 +524,14 @@ class ValohaiAPI:
                 wait = max(_backoff(attempt), _retry_after(response))
             if self._clock() + wait > deadline:
                 raise APIError(f"{failure} (gave up after {attempt} tries)", failure.status)
-            _say(f"{failure}; asking again in {wait:.0f} s")
+            _say(f"{failure}; asking again in {wait:g} s")
             self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _backoff(attempt: int) -> float:
-    return float(min(2 ** (attempt - 1), 16))
+    """0.5, 1, 2, 4, 8, then 16 s between tries of one API call."""
+    return float(min(0.5 * 2 ** (attempt - 1), 16))
 
 
 def _retry_after(response: requests.Response) -> float:
@@ -642,14 +649,17 @@ def _value_of(value: Any, key: str) -> str | None:
     return str(value) if value else None
 
 
+def _variables(value: Any) -> dict[str, Any]:
+    """Environment variables from the API as ``{name: entry}``, whatever shape they come in."""
+    if isinstance(value, list):  # tolerate [{"name": ..., "value": ...}]
+        value = {item.get("name"): item for item in value if isinstance(item, dict)}
+    return value if isinstance(value, dict) else {}
+
+
 def _plain_variables(variables: Any) -> dict[str, str]:
     """Non-secret variables as ``{name: value}``; secrets and our own markers dropped."""
-    if isinstance(variables, list):  # tolerate [{"name": ..., "value": ...}]
-        variables = {item.get("name"): item for item in variables if isinstance(item, dict)}
-    if not isinstance(variables, dict):
-        return {}
     plain = {}
-    for name, item in variables.items():
+    for name, item in _variables(variables).items():
         secret = isinstance(item, dict) and bool(item.get("secret"))
         value = item.get("value") if isinstance(item, dict) else item
         ours = name in (TOKEN_VARIABLE, PARENT_VARIABLE, NOT_BEFORE_VARIABLE)
@@ -741,10 +751,7 @@ def _parent_of(api: ValohaiAPI, item: Mapping[str, Any]) -> str | None:
     """The execution that ``item`` retries, from its ``RETRY_PARENT`` variable."""
     if "environment_variables" not in item:  # list entries may be abridged
         item = api.get(f"/api/v0/executions/{item['id']}/", {"exclude": "metadata,events"})
-    variables = item.get("environment_variables")
-    if isinstance(variables, list):
-        variables = {entry.get("name"): entry for entry in variables if isinstance(entry, dict)}
-    value = variables.get(PARENT_VARIABLE) if isinstance(variables, dict) else None
+    value = _variables(item.get("environment_variables")).get(PARENT_VARIABLE)
     value = value.get("value") if isinstance(value, dict) else value
     return str(value) if value else None
 
@@ -893,6 +900,12 @@ def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | N
     number = current_retry(runtime)
     if not policy.should_retry(error):
         return _finish(f"Not retried (not a transient error): {summary}", EXIT_GAVE_UP)
+    if number > MAX_RETRIES:
+        message = (
+            f"Not retried: this execution is tagged as retry {number}, above the ceiling of {MAX_RETRIES};"
+            f" remove its 'retry:' tag to start a new chain: {summary}"
+        )
+        return _finish(message, EXIT_GAVE_UP)
     if number >= policy.retries:
         plural = "retry" if number == 1 else "retries"
         return _finish(f"Gave up after {number} {plural}: {summary}", EXIT_GAVE_UP)
@@ -921,11 +934,35 @@ def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, number
     )
     not_before = _plan_wait(error, policy, number, runtime)
     created = relaunch(api, execution, number, not_before=not_before)
-    url = (created.get("urls") or {}).get("display", "")
-    _say(f"retry {number}/{policy.retries} is execution #{created.get('counter')}: {url}")
-    return _finish(
-        f"{summary} - retry {number}/{policy.retries} started as #{created.get('counter')}", EXIT_RETRY_STARTED
+    counter = created.get("counter")
+    _say(f"retry {number}/{policy.retries} is execution #{counter}: {(created.get('urls') or {}).get('display', '')}")
+    message = f"{summary} - retry {number}/{policy.retries} started as #{counter}"
+    if number == 1 and policy.retries > 1:  # the project's variables do not change along the chain
+        message += _token_warning(api, execution.project_id, counter)
+    return _finish(message, EXIT_RETRY_STARTED)
+
+
+def _token_warning(api: ValohaiAPI, project_id: str, counter: object) -> str:
+    """A warning if the retry will lack the token, because it is not a project variable.
+
+    A token set on one execution only is not copied (a secret's value never leaves the
+    API), so the retry could not start retries of its own. Best effort: "" if unsure.
+    """
+    try:
+        project = api.get(f"/api/v0/projects/{project_id}/")
+    except RetryError as exc:
+        _say(f"could not check the project's variables: {exc}")
+        return ""
+    if not isinstance(project, dict) or "environment_variables" not in project:
+        return ""
+    if TOKEN_VARIABLE in _variables(project["environment_variables"]):
+        return ""
+    warning = (
+        f"; warning: {TOKEN_VARIABLE} is not a project variable, so #{counter} cannot start further retries:"
+        f" add it as a secret in Project settings > Environment variables"
     )
+    _say(warning[2:])
+    return warning
 
 
 def _retry_locally(error: BaseException, summary: str, policy: Policy, number: int, runtime: Runtime) -> int:

@@ -110,6 +110,7 @@ class Platform:
         workdir: Path,
         *,
         token: str | None = "standin-token-5b0f0c2d9e",
+        token_on_project: bool = True,
         queue_time: float = 0.0,
         epoch_seconds: float = 0.02,
         read_timeout: float = 1.0,
@@ -120,6 +121,8 @@ class Platform:
         self.script = script
         self.extra_env = dict(extra_env or {})
         self.token = token
+        # False: the token was set on the first execution only, as a secret of its own.
+        self.token_on_project = token_on_project
         self.queue_time = queue_time
         self.epoch_seconds = epoch_seconds
         self.read_timeout = read_timeout
@@ -252,7 +255,7 @@ class Platform:
         variables: dict[str, Any] = {
             name: {"value": value, "secret": False} for name, value in execution.environment_variables.items()
         }
-        if self.token:  # the project's secret variable: listed, value hidden
+        if self._has_token(execution):  # a secret: listed, value hidden
             variables["VH_API_TOKEN"] = {"value": None, "secret": True}
         return {
             "id": execution.id,
@@ -295,6 +298,10 @@ class Platform:
                 limit = int(query.get("limit", ["100"])[0])
                 ordered = sorted(self.executions.values(), key=lambda e: -e.counter)[:limit]
                 return 200, {"results": [self._summary_item(e) for e in ordered], "next": None}
+            if method == "GET" and path == f"/api/v0/projects/{PROJECT_ID}/":
+                secret = {"VH_API_TOKEN": {"value": None, "secret": True}}
+                variables = secret if self.token and self.token_on_project else {}
+                return 200, {"id": PROJECT_ID, "name": PROJECT_NAME, "environment_variables": variables}
             match = re.fullmatch(r"/api/v0/executions/([^/]+)/", path)
             if method == "GET" and match:
                 execution = self._find(match.group(1))
@@ -354,8 +361,8 @@ class Platform:
             **self.extra_env,
             **execution.environment_variables,
         }
-        if self.token:
-            environ["VH_API_TOKEN"] = self.token
+        if self._has_token(execution):
+            environ["VH_API_TOKEN"] = self.token or ""
         execution.status = "started"
         execution.started_at = time.time()
         process = subprocess.Popen(
@@ -377,6 +384,28 @@ class Platform:
             reader.join(timeout=5)
         execution.status = "complete" if execution.exit_code == 0 else "error"
         execution.ended_at = time.time()
+
+    def _has_token(self, execution: Execution) -> bool:
+        first = min(self.executions) if self.executions else execution.counter
+        return bool(self.token) and (self.token_on_project or execution.counter == first)
+
+    def leaks(self) -> list[str]:
+        """Places where the token shows up: log lines, status details, request bodies."""
+        if not self.token:
+            return []
+        found = [
+            f"#{e.counter} log: {line}" for e in self.executions.values() for _, _, line in e.log if self.token in line
+        ]
+        found += [
+            f"#{e.counter} status detail" for e in self.executions.values() for d in e.status_details if self.token in d
+        ]
+        found += [f"{c.method} {c.path} body" for c in self.calls if self.token in json.dumps(c.body)]
+        found += [
+            f"{c.method} {c.path} header"
+            for c in self.calls
+            if "status-detail" in c.path and "Token" in c.authorization
+        ]
+        return found
 
     def _read(self, execution: Execution, stream: Any, name: str) -> None:
         for line in stream:

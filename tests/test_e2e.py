@@ -22,6 +22,7 @@ DETAIL = r"/api/v0/executions/[0-9a-f-]+/"
 def platform(tmp_path: Path) -> Iterator[Platform]:
     with Platform(tmp_path) as running:
         yield running
+        assert running.leaks() == []  # the token never shows up anywhere it should not
 
 
 def run_chain(platform: Platform, **parameters: object) -> list[Execution]:
@@ -84,6 +85,26 @@ def test_missing_token_fails_clearly_and_creates_nothing(tmp_path: Path) -> None
     assert platform.creates() == []
 
 
+def test_a_token_set_only_on_the_first_execution_is_flagged(tmp_path: Path) -> None:
+    with Platform(tmp_path, token_on_project=False) as platform:
+        first, second = run_chain(platform, failure_rate=1.0, delay=0)
+        assert platform.leaks() == []
+    assert first.status_detail is not None
+    assert "VH_API_TOKEN is not a project variable, so #42 cannot start further retries" in first.status_detail
+    assert (second.exit_code, second.tags) == (retry.EXIT_RELAUNCH_FAILED, ["nightly", "retry: 1"])
+    assert second.status_detail is not None and "VH_API_TOKEN is not set" in second.status_detail
+
+
+def test_a_slow_status_detail_endpoint_does_not_hold_the_attempt(platform: Platform) -> None:
+    platform.inject(Fault("POST", r".*/status-detail/", "slow", seconds=3.0, times=5))
+    platform.override(1, failure_rate=0.0)
+    first, second = run_chain(platform, failure_rate=1.0, delay=0)
+    assert (first.exit_code, second.status) == (retry.EXIT_RETRY_STARTED, "complete")
+    assert first.ended_at is not None and first.failed_at is not None
+    assert first.ended_at - first.failed_at < 2.5  # 1 s read timeout, not the endpoint's 3 s
+    assert "could not set the status detail" in first.log_text()
+
+
 def test_the_failed_execution_exits_at_once_and_the_retry_keeps_the_delay(platform: Platform) -> None:
     platform.override(1, failure_rate=0.0)
     first, second = run_chain(platform, failure_rate=1.0, delay=5)
@@ -103,7 +124,7 @@ def test_the_failed_execution_exits_at_once_and_the_retry_keeps_the_delay(platfo
             2,
             "rate limited; asking again in 1 s",
         ),
-        (Fault("GET", DETAIL, "status", status=503), 1, "HTTP 503, the Valohai API failed; asking again in 1 s"),
+        (Fault("GET", DETAIL, "status", status=503), 1, "HTTP 503, the Valohai API failed; asking again in 0.5 s"),
         (Fault("GET", DETAIL, "drop"), 1, "could not reach"),
         (Fault("POST", CREATE, "drop"), 2, "looking for the retry before asking again"),
         (Fault("POST", CREATE, "lost"), 1, "the retry was created after all"),

@@ -14,6 +14,7 @@ from conftest import (
     CREATE_URL,
     DETAIL_URL,
     EXECUTION_ID,
+    HOST,
     PROJECT_ID,
     STATUS_URL,
     TOKEN,
@@ -80,6 +81,14 @@ def expect_status_detail(api: responses.RequestsMock, text: str) -> None:
     )
 
 
+def expect_project(api: responses.RequestsMock, variables: dict[str, Any] | None = None, host: str = HOST) -> None:
+    """The project's detail, read once per chain to check that the token is a project variable."""
+    if variables is None:
+        variables = {"VH_API_TOKEN": {"value": None, "secret": True}}
+    body = {"id": PROJECT_ID, "name": "churn-model", "environment_variables": variables}
+    api.get(f"{host}/api/v0/projects/{PROJECT_ID}/", json=body, match=[AUTH])
+
+
 def expect_detail(api: responses.RequestsMock, detail: dict[str, Any] | None = None) -> None:
     api.get(DETAIL_URL, json=detail or load_fixture("execution-detail.json"), match=[AUTH, SMALL])
 
@@ -92,6 +101,7 @@ def test_transient_failure_creates_the_retry_and_exits_at_once(
     api.post(
         CREATE_URL, json=CREATED, status=201, match=[AUTH, matchers.json_params_matcher(payload, strict_match=True)]
     )
+    expect_project(api)
     expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
 
     code = retry.handle_failure(raised(connection_error()), retry.Policy(retries=3, delay=60), runtime=runtime)
@@ -109,6 +119,7 @@ def test_waiting_in_the_failed_execution_is_still_possible(
     expect_detail(api)
     payload = expected_payload(["nightly", "retry: 1"], None)
     api.post(CREATE_URL, json=CREATED, status=201, match=[matchers.json_params_matcher(payload, strict_match=True)])
+    expect_project(api)
     expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
 
     policy = retry.Policy(retries=3, delay=60, wait_in="failed")
@@ -209,6 +220,7 @@ def test_a_flaky_api_is_asked_again_honouring_retry_after(
     api.get(DETAIL_URL, status=429, headers={"Retry-After": "3"})
     expect_detail(api)
     api.post(CREATE_URL, json=CREATED, status=201)
+    expect_project(api)
     api.post(STATUS_URL)
 
     code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
@@ -220,7 +232,7 @@ def test_a_flaky_api_is_asked_again_honouring_retry_after(
 def test_an_unreachable_api_gives_up_within_the_budget(
     config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
 ) -> None:
-    for _ in range(7):
+    for _ in range(8):
         api.get(DETAIL_URL, body=requests.ConnectionError("connection refused"))
     api.post(STATUS_URL)
 
@@ -228,7 +240,7 @@ def test_an_unreachable_api_gives_up_within_the_budget(
 
     assert code == retry.EXIT_RELAUNCH_FAILED
     assert clock.slept <= retry.API_BUDGET
-    assert clock.sleeps == [1, 2, 4, 8, 16, 16]
+    assert clock.sleeps == [0.5, 1, 2, 4, 8, 16, 16]  # 47.5 s; 16 more would pass the 60 s budget
     assert "could not reach https://app.valohai.com" in capsys.readouterr().err
 
 
@@ -239,6 +251,7 @@ def test_valohai_host_selects_a_self_hosted_installation(
     host = "https://valohai.acme.internal"
     api.get(f"{host}/api/v0/executions/{EXECUTION_ID}/", json=load_fixture("execution-detail.json"), match=[AUTH])
     api.post(f"{host}/api/v0/executions/", json=CREATED, status=201, match=[AUTH])
+    expect_project(api, host=host)
     api.post(STATUS_URL)
 
     code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
@@ -293,6 +306,7 @@ def test_a_lost_create_answer_adopts_the_retry_instead_of_creating_another(
         json=listing,
         match=[AUTH, matchers.query_param_matcher({"project": PROJECT_ID, "ordering": "-counter", "limit": "50"})],
     )
+    expect_project(api)
     expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
 
     code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
@@ -312,6 +326,7 @@ def test_a_lost_create_that_created_nothing_is_sent_once_more(
     }
     api.get(CREATE_URL, json=listing)
     api.post(CREATE_URL, json=CREATED, status=201)
+    expect_project(api)
     api.post(STATUS_URL)
 
     assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 75
@@ -389,3 +404,109 @@ def test_bad_execution_json_stops_the_relaunch(
 
     assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 3
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_token_set_only_on_the_execution_is_flagged_once_per_chain(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, json=CREATED, status=201)
+    expect_project(api, variables={"LOG_LEVEL": {"value": "info", "secret": False}})
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 75
+
+    detail = json.loads(api.calls[-1].request.body)["status_detail"]
+    assert detail.startswith("ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42;")
+    assert "VH_API_TOKEN is not a project variable, so #42 cannot start further retries" in detail
+    assert "add it as a secret in Project settings > Environment variables" in capsys.readouterr().err
+
+
+def test_later_relaunches_and_last_retries_skip_the_project_check(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    set_tags(config_dir, ["nightly", "retry: 1"])
+    expect_detail(api)
+    api.post(CREATE_URL, json=CREATED, status=201)
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(connection_error()), retry.Policy(retries=3), runtime=runtime) == 75
+    assert [call.request.method for call in api.calls] == ["GET", "POST", "POST"]  # detail, create, status
+
+
+def test_a_huge_retry_tag_ends_the_chain_with_a_clear_message(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    set_tags(config_dir, ["retry: 999999999999"])
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(connection_error()), retry.Policy(retries=100), runtime=runtime) == 1
+    detail = json.loads(api.calls[0].request.body)["status_detail"]
+    assert detail.startswith("Not retried: this execution is tagged as retry 1000000000, above the ceiling of 100;")
+
+
+def test_inside_a_task_the_retry_is_started_and_said_to_run_outside_it(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    set_tags(config_dir, ["nightly"], **{"task-id": "0193bbbb-task"})
+    expect_detail(api)
+    api.post(CREATE_URL, json=CREATED, status=201)
+    expect_project(api)
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 75
+    assert "this execution belongs to a task; the retry will run outside the task" in capsys.readouterr().err
+
+
+def test_a_redirect_is_not_followed_so_the_token_stays_home(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    api.get(DETAIL_URL, status=302, headers={"Location": "https://elsewhere.example.com/api/"})
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 3
+    assert all("elsewhere" not in call.request.url for call in api.calls)
+    assert "redirected to https://elsewhere.example.com/api/" in capsys.readouterr().err
+
+
+def test_a_rate_limit_longer_than_the_budget_gives_up_at_once(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    api.get(DETAIL_URL, status=429, headers={"Retry-After": "3600"})
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 3
+    assert clock.sleeps == []
+    assert "HTTP 429, rate limited (gave up after 1 tries)" in capsys.readouterr().err
+
+
+def test_the_budget_is_shared_by_all_calls_of_one_relaunch(clock: FakeClock, api: responses.RequestsMock) -> None:
+    client = retry.ValohaiAPI(TOKEN, HOST, budget=10, sleep=clock.sleep, clock=clock.now)
+    for _ in range(3):
+        api.get(DETAIL_URL, status=503)
+    api.get(DETAIL_URL, json={})
+    api.get(CREATE_URL, status=503)  # answers every try
+
+    client.get(f"/api/v0/executions/{EXECUTION_ID}/")  # spends 0.5 + 1 + 2 s of the 10
+    with pytest.raises(retry.APIError, match=r"gave up after 4 tries"):
+        client.get("/api/v0/executions/")  # 0.5 + 1 + 2 more; 4 more would pass the budget
+    assert clock.sleeps == [0.5, 1, 2, 0.5, 1, 2]  # a budget per call would have allowed 4 more
+
+
+def test_status_detail_errors_are_swallowed_and_reported(
+    config_dir: Path, api: responses.RequestsMock, capsys: Any
+) -> None:
+    api.post(STATUS_URL, body=requests.ReadTimeout("read timed out"))
+    assert retry.set_status_detail("hello") is False
+    assert "could not set the status detail: read timed out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", (5.0, 30.0)), ("2.5", (2.5, 2.5)), ("120", (5.0, 120.0))])
+def test_request_timeout_follows_the_variable(value: str, expected: tuple[float, float]) -> None:
+    assert retry.request_timeout({"RETRY_API_TIMEOUT": value}) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "601"])
+def test_a_bad_request_timeout_is_refused(value: str) -> None:
+    with pytest.raises(retry.ConfigError, match="RETRY_API_TIMEOUT"):
+        retry.request_timeout({"RETRY_API_TIMEOUT": value})
