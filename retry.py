@@ -51,7 +51,6 @@ from urllib.parse import urlsplit
 
 import requests
 import valohai
-import valohai.config
 import valohai.paths
 
 try:  # valohai-utils' pre-signed call helper; set_status_detail() wraps it without a timeout
@@ -65,21 +64,34 @@ __all__ = [
     "EXIT_RELAUNCH_FAILED",
     "EXIT_RETRY_STARTED",
     "APIError",
+    "ConfigError",
     "Execution",
     "Policy",
     "RetryError",
+    "Runtime",
     "ValohaiAPI",
+    "api_host",
     "build_retry_payload",
+    "chain",
+    "config_dir",
+    "countdown",
     "current_retry",
+    "find_retry",
+    "format_chain",
     "format_retry_tag",
     "handle_failure",
     "is_transient",
+    "main",
     "read_execution",
     "read_token",
     "relaunch",
+    "request_timeout",
+    "retry_after_seconds",
     "retry_number",
+    "retry_tags",
     "run",
     "set_status_detail",
+    "wait_for_turn",
 ]
 
 #: The attempt failed and a retry execution was started (``EX_TEMPFAIL``).
@@ -113,7 +125,7 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 TIMEOUT_VARIABLE = "RETRY_API_TIMEOUT"
 #: Total time the API calls of one relaunch may spend retrying a flaky API, in seconds.
 API_BUDGET = 60.0
-#: API answers worth asking again: the request was not acted on.
+#: API answers worth asking again: the service is briefly unavailable.
 _RETRYABLE_API_STATUSES = frozenset({429, 502, 503, 504})
 #: Of those, the ones where a POST may still have been acted on behind a gateway.
 _AMBIGUOUS_API_STATUSES = frozenset({502, 504})
@@ -877,7 +889,7 @@ def countdown(seconds: float, what: str, sleep: Callable[[float], None] = time.s
     if seconds <= 5:
         sleep(seconds)
         return
-    tick = 1.0 if seconds <= 10 else 10.0
+    tick = 1.0 if seconds <= 10 else 10.0 if seconds <= 300 else 60.0
     remaining = seconds
     while remaining > 0:
         step = min(tick, remaining)

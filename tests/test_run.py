@@ -145,3 +145,15 @@ def test_missing_token_on_valohai_is_warned_about_at_start(
     monkeypatch.delenv("VH_API_TOKEN")
     retry.run(lambda: None, runtime=runtime)
     assert "warning: VH_API_TOKEN is not set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("seconds", "sleeps"),
+    [(3, [3]), (8, [1] * 8), (25, [10, 10, 5]), (600, [60] * 10)],
+)
+def test_countdown_ticks_grow_with_the_wait(clock: FakeClock, capsys: Any, seconds: float, sleeps: list[float]) -> None:
+    retry.countdown(seconds, "the retry", clock.sleep)
+    assert clock.sleeps == sleeps
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"[retry] waiting {seconds} s before the retry"
+    assert len(lines) == 1 + (len(sleeps) - 1 if len(sleeps) > 1 else 0)
