@@ -44,6 +44,11 @@ def raised(error: BaseException) -> BaseException:
         return caught
 
 
+def fail(runtime: retry.Runtime, error: BaseException | None = None, **settings: Any) -> int:
+    """Hand an attempt's failure (a connection error unless given) to handle_failure."""
+    return retry.handle_failure(raised(error or connection_error()), retry.Policy(**settings), runtime=runtime)
+
+
 def instant(timestamp: float) -> str:
     return (
         datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc).isoformat(timespec="milliseconds")[:-6]
@@ -104,7 +109,7 @@ def test_transient_failure_creates_the_retry_and_exits_at_once(
     expect_project(api)
     expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(retries=3, delay=60), runtime=runtime)
+    code = fail(runtime, retries=3, delay=60)
 
     assert code == retry.EXIT_RETRY_STARTED
     assert clock.sleeps == []  # the failed execution does not hold its machine
@@ -122,8 +127,7 @@ def test_waiting_in_the_failed_execution_is_still_possible(
     expect_project(api)
     expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
 
-    policy = retry.Policy(retries=3, delay=60, wait_in="failed")
-    assert retry.handle_failure(raised(connection_error()), policy, runtime=runtime) == retry.EXIT_RETRY_STARTED
+    assert fail(runtime, retries=3, delay=60, wait_in="failed") == retry.EXIT_RETRY_STARTED
     assert clock.slept == 60
 
 
@@ -140,7 +144,7 @@ def test_a_retry_counts_on_from_its_own_tag(
     api.post(CREATE_URL, json={**CREATED, "counter": 43}, status=201, match=[matchers.json_params_matcher(payload)])
     expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 2/3 started as #43")
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(retries=3, delay=60), runtime=runtime)
+    code = fail(runtime, retries=3, delay=60)
     assert code == retry.EXIT_RETRY_STARTED
 
 
@@ -150,14 +154,14 @@ def test_exhausted_retries_fail_with_a_clear_status_and_no_api_call(
     set_tags(config_dir, ["nightly", "retry: 3"])
     expect_status_detail(api, "Gave up after 3 retries: ConnectionError: could not connect to db.internal:5432")
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(retries=3), runtime=runtime)
+    code = fail(runtime, retries=3)
     assert code == retry.EXIT_GAVE_UP
 
 
 def test_a_bug_is_not_retried(config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime) -> None:
     expect_status_detail(api, "Not retried (not a transient error): ValueError: shape mismatch")
 
-    code = retry.handle_failure(raised(ValueError("shape mismatch")), retry.Policy(), runtime=runtime)
+    code = fail(runtime, ValueError("shape mismatch"))
     assert code == retry.EXIT_GAVE_UP
 
 
@@ -167,7 +171,7 @@ def test_missing_token_is_explained_and_nothing_is_sent_to_the_api(
     monkeypatch.setenv("VH_API_TOKEN", "  ")
     api.post(STATUS_URL)  # the status detail is still set
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+    code = fail(runtime)
 
     assert code == retry.EXIT_RELAUNCH_FAILED
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
@@ -203,7 +207,7 @@ def test_each_api_error_ends_with_one_clear_line(
     api.post(CREATE_URL, json=body, status=status)
     api.post(STATUS_URL)
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+    code = fail(runtime)
 
     assert code == retry.EXIT_RELAUNCH_FAILED
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
@@ -223,7 +227,7 @@ def test_a_flaky_api_is_asked_again_honouring_retry_after(
     expect_project(api)
     api.post(STATUS_URL)
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+    code = fail(runtime)
 
     assert code == retry.EXIT_RETRY_STARTED
     assert clock.sleeps == [7, 3]
@@ -236,7 +240,7 @@ def test_an_unreachable_api_gives_up_within_the_budget(
         api.get(DETAIL_URL, body=requests.ConnectionError("connection refused"))
     api.post(STATUS_URL)
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+    code = fail(runtime)
 
     assert code == retry.EXIT_RELAUNCH_FAILED
     assert clock.slept <= retry.API_BUDGET
@@ -254,7 +258,7 @@ def test_valohai_host_selects_a_self_hosted_installation(
     expect_project(api, host=host)
     api.post(STATUS_URL)
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+    code = fail(runtime)
     assert code == retry.EXIT_RETRY_STARTED
 
 
@@ -264,7 +268,7 @@ def test_plain_http_host_is_refused_before_the_token_travels(
     monkeypatch.setenv("VALOHAI_HOST", "http://valohai.acme.internal")
     api.post(STATUS_URL)
 
-    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 3
+    assert fail(runtime) == 3
     assert "plain http" in capsys.readouterr().err
 
 
@@ -274,7 +278,7 @@ def test_a_failing_status_detail_does_not_hide_the_outcome(
     set_tags(config_dir, ["retry: 3"])
     api.post(STATUS_URL, status=500)
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(retries=3), runtime=runtime)
+    code = fail(runtime, retries=3)
 
     assert code == retry.EXIT_GAVE_UP
     err = capsys.readouterr().err
@@ -288,7 +292,7 @@ def test_inside_a_pipeline_the_pipeline_owns_retrying(
     set_tags(config_dir, [], **{"pipeline-id": "0193aaaa-pipe"})
     api.post(STATUS_URL)
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+    code = fail(runtime)
 
     assert code == retry.EXIT_RELAUNCH_FAILED
     assert "on-error: retry" in json.loads(api.calls[0].request.body)["status_detail"]
@@ -309,7 +313,7 @@ def test_a_lost_create_answer_adopts_the_retry_instead_of_creating_another(
     expect_project(api)
     expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
 
-    code = retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime)
+    code = fail(runtime)
 
     assert code == retry.EXIT_RETRY_STARTED
     assert [call.request.method for call in api.calls].count("POST") == 2  # one create, one status detail
@@ -329,7 +333,7 @@ def test_a_lost_create_that_created_nothing_is_sent_once_more(
     expect_project(api)
     api.post(STATUS_URL)
 
-    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 75
+    assert fail(runtime) == 75
 
 
 def test_the_token_never_appears_in_output_or_status_details(
@@ -339,7 +343,7 @@ def test_the_token_never_appears_in_output_or_status_details(
     api.post(CREATE_URL, status=401, json={"detail": "Invalid token."})
     api.post(STATUS_URL)
 
-    retry.handle_failure(raised(requests.ConnectionError(f"proxy echoed {TOKEN}")), retry.Policy(), runtime=runtime)
+    fail(runtime, requests.ConnectionError(f"proxy echoed {TOKEN}"))
 
     captured = capsys.readouterr()
     assert TOKEN not in captured.out + captured.err
@@ -402,7 +406,7 @@ def test_bad_execution_json_stops_the_relaunch(
         path.write_text(content)
     api.post(STATUS_URL)
 
-    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 3
+    assert fail(runtime) == 3
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
@@ -414,7 +418,7 @@ def test_a_token_set_only_on_the_execution_is_flagged_once_per_chain(
     expect_project(api, variables={"LOG_LEVEL": {"value": "info", "secret": False}})
     api.post(STATUS_URL)
 
-    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 75
+    assert fail(runtime) == 75
 
     detail = json.loads(api.calls[-1].request.body)["status_detail"]
     assert detail.startswith("ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42;")
@@ -430,7 +434,7 @@ def test_later_relaunches_and_last_retries_skip_the_project_check(
     api.post(CREATE_URL, json=CREATED, status=201)
     api.post(STATUS_URL)
 
-    assert retry.handle_failure(raised(connection_error()), retry.Policy(retries=3), runtime=runtime) == 75
+    assert fail(runtime, retries=3) == 75
     assert [call.request.method for call in api.calls] == ["GET", "POST", "POST"]  # detail, create, status
 
 
@@ -440,7 +444,7 @@ def test_a_huge_retry_tag_ends_the_chain_with_a_clear_message(
     set_tags(config_dir, ["retry: 999999999999"])
     api.post(STATUS_URL)
 
-    assert retry.handle_failure(raised(connection_error()), retry.Policy(retries=100), runtime=runtime) == 1
+    assert fail(runtime, retries=100) == 1
     detail = json.loads(api.calls[0].request.body)["status_detail"]
     assert detail.startswith("Not retried: this execution is tagged as retry 1000000000, above the ceiling of 100;")
 
@@ -454,7 +458,7 @@ def test_inside_a_task_the_retry_is_started_and_said_to_run_outside_it(
     expect_project(api)
     api.post(STATUS_URL)
 
-    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 75
+    assert fail(runtime) == 75
     assert "this execution belongs to a task; the retry will run outside the task" in capsys.readouterr().err
 
 
@@ -464,7 +468,7 @@ def test_a_redirect_is_not_followed_so_the_token_stays_home(
     api.get(DETAIL_URL, status=302, headers={"Location": "https://elsewhere.example.com/api/"})
     api.post(STATUS_URL)
 
-    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 3
+    assert fail(runtime) == 3
     assert all("elsewhere" not in call.request.url for call in api.calls)
     assert "redirected to https://elsewhere.example.com/api/" in capsys.readouterr().err
 
@@ -475,7 +479,7 @@ def test_a_rate_limit_longer_than_the_budget_gives_up_at_once(
     api.get(DETAIL_URL, status=429, headers={"Retry-After": "3600"})
     api.post(STATUS_URL)
 
-    assert retry.handle_failure(raised(connection_error()), retry.Policy(), runtime=runtime) == 3
+    assert fail(runtime) == 3
     assert clock.sleeps == []
     assert "HTTP 429, rate limited (gave up after 1 tries)" in capsys.readouterr().err
 
