@@ -399,6 +399,9 @@ def read_token(environ: Mapping[str, str] | None = None) -> str:
             f"{TOKEN_VARIABLE} is not set: add your Valohai API token as a secret project "
             "environment variable named VH_API_TOKEN (Project settings > Environment variables)"
         )
+    if not token.isprintable() or any(character.isspace() for character in token):
+        # Checked here: an HTTP library's complaint about the header would quote the token.
+        raise RetryError(f"{TOKEN_VARIABLE} contains spaces or control characters: paste the token again")
     return token
 
 
@@ -496,11 +499,11 @@ class ValohaiAPI:
         self._sleep = sleep
         self._clock = clock
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """GET ``path`` (below the host) and return the decoded JSON."""
         return self._request("GET", path, params=params)
 
-    def post(self, path: str, body: Mapping[str, Any]) -> Any:
+    def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``body`` as JSON to ``path`` and return the decoded JSON answer.
 
         Raises :class:`_AmbiguousRequestError` when the request may have been acted on
@@ -508,7 +511,9 @@ class ValohaiAPI:
         """
         return self._request("POST", path, body=body)
 
-    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
+    def _request(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None
+    ) -> dict[str, Any]:
         url = self.host + path
         headers = {"Authorization": f"Token {self._token}", "Accept": "application/json"}
         if self._deadline is None:
@@ -558,13 +563,16 @@ def _surely_unsent(error: Exception) -> bool:
     return type(reason).__name__ in ("NewConnectionError", "NameResolutionError")
 
 
-def _decode(method: str, path: str, response: requests.Response) -> Any:
+def _decode(method: str, path: str, response: requests.Response) -> dict[str, Any]:
     if not 200 <= response.status_code < 300:
         raise APIError(_explain(method, path, response), response.status_code)
     try:
-        return response.json()
+        body = response.json()
     except ValueError:
         raise APIError(f"{method} {path}: HTTP {response.status_code} with a body that is not JSON") from None
+    if not isinstance(body, dict):  # every answer this module uses is an object
+        raise APIError(f"{method} {path}: HTTP {response.status_code} with JSON that is not an object")
+    return body
 
 
 def _explain(method: str, path: str, response: requests.Response) -> str:
@@ -732,8 +740,7 @@ def relaunch(
     detail = api.get(f"/api/v0/executions/{execution.id}/", {"exclude": "metadata,events"})
     payload = build_retry_payload(detail, number, parent_id=execution.id, not_before=not_before)
     try:
-        created: dict[str, Any] = api.post("/api/v0/executions/", payload)
-        return created
+        return api.post("/api/v0/executions/", payload)
     except _AmbiguousRequestError as exc:
         _say(f"{exc}; looking for the retry before asking again")
         found = find_retry(api, execution, number)
@@ -750,8 +757,8 @@ def relaunch(
 def find_retry(api: ValohaiAPI, execution: Execution, number: int) -> dict[str, Any] | None:
     """The retry ``number`` that ``execution`` already started, if the API lists one."""
     page = api.get("/api/v0/executions/", {"project": execution.project_id, "ordering": "-counter", "limit": 50})
-    for item in page.get("results", []) if isinstance(page, dict) else []:
-        counter = item.get("counter")
+    for item in page.get("results") or []:
+        counter = item.get("counter") if isinstance(item, dict) else None
         if not isinstance(counter, int) or counter <= execution.counter:
             continue
         if retry_number(item.get("tags") or []) == number and _parent_of(api, item) == execution.id:
@@ -905,9 +912,7 @@ def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | N
     Prints the traceback and a one-line summary, and sets the status detail.
     """
     runtime = runtime or Runtime()
-    print(
-        _redact("".join(traceback.format_exception(type(error), error, error.__traceback__))), end="", file=sys.stderr
-    )
+    _print_traceback(error)
     summary = _describe(error)
     number = current_retry(runtime)
     if not policy.should_retry(error):
@@ -927,6 +932,10 @@ def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | N
         return _retry_locally(error, summary, policy, number + 1, runtime)
     except RetryError as exc:
         return _finish(f"{summary} - could not start retry {number + 1}/{policy.retries}: {exc}", exc.exit_code)
+    except Exception as exc:  # a bug or an API answer of a shape never seen: still end clearly
+        _print_traceback(exc)
+        message = f"{summary} - could not start retry {number + 1}/{policy.retries}: unexpected {_describe(exc)}"
+        return _finish(message, EXIT_RELAUNCH_FAILED)
 
 
 def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, number: int, runtime: Runtime) -> int:
@@ -1006,6 +1015,11 @@ def _finish(message: str, code: int) -> int:
     return code
 
 
+def _print_traceback(error: BaseException) -> None:
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    print(_redact(text), end="", file=sys.stderr)
+
+
 def _describe(error: BaseException) -> str:
     text = _one_line(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -1064,13 +1078,14 @@ def chain(api: ValohaiAPI, project_id: str, counter: int, *, scan: int = 200) ->
 def _recent_executions(api: ValohaiAPI, project_id: str, scan: int) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     page = api.get("/api/v0/executions/", {"project": project_id, "ordering": "-counter", "limit": 100})
-    while isinstance(page, dict):
-        found.extend(item for item in page.get("results", []) if isinstance(item, dict))
+    while True:
+        found.extend(item for item in page.get("results") or [] if isinstance(item, dict))
         next_url = page.get("next")
         if not next_url or len(found) >= scan:
-            break
-        page = api.get(urlsplit(next_url).path + "?" + urlsplit(next_url).query)
-    return found
+            return found
+        # Only the path and query are taken: the token goes to our host, whatever "next" says.
+        parts = urlsplit(next_url)
+        page = api.get(f"{parts.path}?{parts.query}")
 
 
 def format_chain(attempts: Sequence[Mapping[str, Any]]) -> str:

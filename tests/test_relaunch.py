@@ -514,3 +514,45 @@ def test_request_timeout_follows_the_variable(value: str, expected: tuple[float,
 def test_a_bad_request_timeout_is_refused(value: str) -> None:
     with pytest.raises(retry.ConfigError, match="RETRY_API_TIMEOUT"):
         retry.request_timeout({"RETRY_API_TIMEOUT": value})
+
+
+def test_a_token_with_inner_whitespace_is_refused_without_quoting_it(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("VH_API_TOKEN", "tok-3f9a\n1c7e5b2d")
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
+    err = capsys.readouterr().err
+    assert "VH_API_TOKEN contains spaces or control characters: paste the token again" in err
+    assert "3f9a" not in err
+
+
+def test_an_answer_that_is_not_an_object_is_explained(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    api.get(DETAIL_URL, json=["not", "an", "object"])
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
+    assert "HTTP 200 with JSON that is not an object" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_an_unexpected_error_while_relaunching_still_ends_with_one_clear_line(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("urls")
+
+    monkeypatch.setattr(retry, "build_retry_payload", broken)
+    expect_detail(api)
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
+    err = capsys.readouterr().err
+    assert err.count("Traceback (most recent call last)") == 2  # the attempt's and the relaunch's
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith(
+        "[retry] ConnectionError: could not connect to db.internal:5432 - could not start retry"
+    )
+    assert last_line.endswith("unexpected KeyError: 'urls'")
