@@ -757,13 +757,26 @@ def relaunch(
 def find_retry(api: ValohaiAPI, execution: Execution, number: int) -> dict[str, Any] | None:
     """The retry ``number`` that ``execution`` already started, if the API lists one."""
     page = api.get("/api/v0/executions/", {"project": execution.project_id, "ordering": "-counter", "limit": 50})
-    for item in page.get("results") or []:
-        counter = item.get("counter") if isinstance(item, dict) else None
-        if not isinstance(counter, int) or counter <= execution.counter:
-            continue
-        if retry_number(item.get("tags") or []) == number and _parent_of(api, item) == execution.id:
-            return dict(item)
-    return None
+    return _find_child(api, page.get("results") or [], execution.id, execution.counter, number)
+
+
+def _find_child(
+    api: ValohaiAPI, items: Sequence[Any], parent_id: object, parent_counter: object, number: int
+) -> dict[str, Any] | None:
+    """Among ``items``, the retry ``number`` whose ``RETRY_PARENT`` is ``parent_id``, if any."""
+    floor = parent_counter if isinstance(parent_counter, int) else 0
+    candidates = sorted(
+        (
+            item
+            for item in items
+            if isinstance(item, dict)
+            and isinstance(item.get("counter"), int)
+            and item["counter"] > floor  # a retry is always created after its parent
+            and retry_number(item.get("tags") or []) == number
+        ),
+        key=lambda item: int(item["counter"]),
+    )
+    return next((dict(item) for item in candidates if _parent_of(api, item) == parent_id), None)
 
 
 def _parent_of(api: ValohaiAPI, item: Mapping[str, Any]) -> str | None:
@@ -1049,27 +1062,15 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def chain(api: ValohaiAPI, project_id: str, counter: int, *, scan: int = 200) -> list[dict[str, Any]]:
     """Every attempt of the chain that execution ``counter`` belongs to, oldest first."""
-    start = api.get(f"/api/v0/executions/{project_id}:{counter}/", {"exclude": "metadata,events"})
-    attempts = [start]
-    while (parent := _parent_of(api, attempts[0])) is not None:
+    attempts = [api.get(f"/api/v0/executions/{project_id}:{counter}/", {"exclude": "metadata,events"})]
+    # Backwards through RETRY_PARENT; the bound stops a tampered variable from looping.
+    while len(attempts) <= MAX_RETRIES and (parent := _parent_of(api, attempts[0])) is not None:
         attempts.insert(0, api.get(f"/api/v0/executions/{parent}/", {"exclude": "metadata,events"}))
     later = _recent_executions(api, project_id, scan)
-    while True:
+    while True:  # forwards: each child has a higher counter, so this ends
         last = attempts[-1]
-        children = [
-            item
-            for item in later
-            if item.get("counter", 0) > last.get("counter", 0)
-            and retry_number(item.get("tags") or []) == retry_number(last.get("tags") or []) + 1
-        ]
-        child = next(
-            (
-                item
-                for item in sorted(children, key=lambda item: item["counter"])
-                if _parent_of(api, item) == last.get("id")
-            ),
-            None,
-        )
+        number = retry_number(last.get("tags") or []) + 1
+        child = _find_child(api, later, last.get("id"), last.get("counter"), number)
         if child is None:
             return attempts
         attempts.append(child)

@@ -66,3 +66,13 @@ def test_chain_without_a_token_names_the_variable(clean_env: pytest.MonkeyPatch,
         retry.main(["chain", "42", "--project", PROJECT_ID])
     assert exit_info.value.code == retry.EXIT_RELAUNCH_FAILED
     assert "VH_API_TOKEN is not set" in capsys.readouterr().err
+
+
+def test_a_parent_loop_cannot_hang_the_query(clean_env: pytest.MonkeyPatch, api: responses.RequestsMock) -> None:
+    looping = execution(42, 1, "error", None, "id-42")  # tampered: its own parent
+    api.get(f"{HOST}/api/v0/executions/{PROJECT_ID}:42/", json=looping)
+    api.get(f"{HOST}/api/v0/executions/id-42/", json=looping)
+    api.get(f"{HOST}/api/v0/executions/", json={"results": [looping], "next": None})
+
+    attempts = retry.chain(retry.ValohaiAPI(TOKEN), PROJECT_ID, 42)
+    assert len(attempts) == retry.MAX_RETRIES + 1
