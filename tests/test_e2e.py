@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from standin import Execution, Fault, Platform
 
 import retry
@@ -160,3 +161,14 @@ def test_api_faults_that_end_the_chain_clearly(platform: Platform, fault: Fault,
     assert execution.status_detail is not None
     assert explained in execution.status_detail
     assert explained in execution.log_text().splitlines()[-1]
+
+
+def test_the_standin_checks_tokens_and_payloads_like_valohai(platform: Platform) -> None:
+    url = f"{platform.host}/api/v0/executions/"
+    assert requests.get(url, params={"project": "x"}, timeout=5).status_code == 401
+    headers = {"Authorization": f"Token {platform.token}"}
+    payload = {"project": "nope", "commit": "main", "step": "evaluate", "parameters": {"delay": "soon"}, "tags": [1]}
+    answer = requests.post(url, json=payload, headers=headers, timeout=5)
+    assert answer.status_code == 400
+    assert set(answer.json()) == {"project", "commit", "step", "parameters", "tags"}
+    assert platform.executions == {}
