@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import tempfile
 from types import ModuleType
 from typing import Any
 
@@ -54,20 +55,16 @@ def test_outage_variable_fails_only_the_first_attempts(train: ModuleType, monkey
 
 
 def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "VH_OUTPUTS_DIR": str(ROOT / ".valohai" / "test-outputs"),
-            "TRAIN_EPOCH_SECONDS": "0.02",
-            **(env or {}),
-        },
-    )
+    with tempfile.TemporaryDirectory(prefix="train-outputs-") as outputs:
+        return subprocess.run(
+            [sys.executable, "train.py", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={"PATH": "/usr/bin:/bin", "VH_OUTPUTS_DIR": outputs, "TRAIN_EPOCH_SECONDS": "0.02", **(env or {})},
+        )
 
 
 @pytest.mark.parametrize(
