@@ -519,7 +519,9 @@ class ValohaiAPI:
         if self._deadline is None:
             self._deadline = self._clock() + self._budget
         deadline = self._deadline
-        for attempt in range(1, 1000):
+        attempt = 0
+        while True:
+            attempt += 1
             # A slow answer may not outlast the budget either (at least 1 s to read it).
             read_timeout = max(1.0, min(self._timeout[1], deadline - self._clock()))
             try:
@@ -543,7 +545,6 @@ class ValohaiAPI:
                 raise APIError(f"{failure} (gave up after {attempt} tries)", failure.status)
             _say(f"{failure}; asking again in {wait:g} s")
             self._sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _backoff(attempt: int) -> float:
