@@ -16,6 +16,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import requests
 import valohai
@@ -26,6 +27,7 @@ EPOCHS = 5
 EPOCH_SECONDS = float(os.environ.get("TRAIN_EPOCH_SECONDS", "0.3"))
 FAILURE_TYPES = ("connection", "timeout", "rate-limit", "bug")
 OUTAGE_VARIABLE = "TRAIN_OUTAGE_ATTEMPTS"
+T = TypeVar("T")
 
 valohai.prepare(
     step="train",
@@ -48,13 +50,23 @@ class Settings:
     failure_type: str
 
 
+def parameter(name: str, kind: type[T]) -> T:
+    """One parameter's value, checked to be of ``kind`` (an integer passes as a float)."""
+    value = valohai.parameters(name).value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{name} must be of type {kind.__name__}, got {value!r}")
+    return value
+
+
 def read_settings() -> Settings:
     """Read the parameters; raise ``ValueError`` naming the first invalid one."""
     settings = Settings(
-        retries=valohai.parameters("retries").value,
-        delay=valohai.parameters("delay").value,
-        failure_rate=valohai.parameters("failure_rate").value,
-        failure_type=valohai.parameters("failure_type").value,
+        retries=parameter("retries", int),
+        delay=parameter("delay", int),
+        failure_rate=parameter("failure_rate", float),
+        failure_type=parameter("failure_type", str),
     )
     if not 0.0 <= settings.failure_rate <= 1.0:
         raise ValueError(f"failure_rate must be from 0 to 1, got {settings.failure_rate}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -81,6 +83,15 @@ def test_invalid_parameters_are_refused_with_a_clear_line(args: list[str], messa
     assert result.returncode == retry.EXIT_BAD_CONFIG
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_parameter_of_the_wrong_type_in_parameters_json_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "parameters.json").write_text(
+        json.dumps({"retries": "three", "delay": 60, "failure_rate": 0.5, "failure_type": "connection"})
+    )
+    result = run_train(env={"VH_CONFIG_DIR": str(tmp_path)})
+    assert result.returncode == retry.EXIT_BAD_CONFIG
+    assert "train.py: invalid parameter: retries must be of type int, got 'three'" in result.stderr
 
 
 @pytest.mark.e2e
