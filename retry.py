@@ -677,12 +677,17 @@ def _variables(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _variable_value(entry: Any) -> Any:
+    """A variable's value, whether the API gives ``{"value": ...}`` or the bare value."""
+    return entry.get("value") if isinstance(entry, dict) else entry
+
+
 def _plain_variables(variables: Any) -> dict[str, str]:
     """Non-secret variables as ``{name: value}``; secrets and our own markers dropped."""
     plain = {}
     for name, item in _variables(variables).items():
         secret = isinstance(item, dict) and bool(item.get("secret"))
-        value = item.get("value") if isinstance(item, dict) else item
+        value = _variable_value(item)
         ours = name in (TOKEN_VARIABLE, PARENT_VARIABLE, NOT_BEFORE_VARIABLE)
         if isinstance(name, str) and value is not None and not secret and not ours:
             plain[name] = str(value)
@@ -784,8 +789,7 @@ def _parent_of(api: ValohaiAPI, item: Mapping[str, Any]) -> str | None:
     """The execution that ``item`` retries, from its ``RETRY_PARENT`` variable."""
     if "environment_variables" not in item:  # list entries may be abridged
         item = api.get(f"/api/v0/executions/{item['id']}/", {"exclude": "metadata,events"})
-    value = _variables(item.get("environment_variables")).get(PARENT_VARIABLE)
-    value = value.get("value") if isinstance(value, dict) else value
+    value = _variable_value(_variables(item.get("environment_variables")).get(PARENT_VARIABLE))
     return str(value) if value else None
 
 
@@ -988,16 +992,14 @@ def _token_warning(api: ValohaiAPI, project_id: str, counter: object) -> str:
     except RetryError as exc:
         _say(f"could not check the project's variables: {exc}")
         return ""
-    if not isinstance(project, dict) or "environment_variables" not in project:
-        return ""
-    if TOKEN_VARIABLE in _variables(project["environment_variables"]):
+    if "environment_variables" not in project or TOKEN_VARIABLE in _variables(project["environment_variables"]):
         return ""
     warning = (
-        f"; warning: {TOKEN_VARIABLE} is not a project variable, so #{counter} cannot start further retries:"
+        f"warning: {TOKEN_VARIABLE} is not a project variable, so #{counter} cannot start further retries:"
         f" add it as a secret in Project settings > Environment variables"
     )
-    _say(warning[2:])
-    return warning
+    _say(warning)
+    return f"; {warning}"
 
 
 def _retry_locally(error: BaseException, summary: str, policy: Policy, number: int, runtime: Runtime) -> int:
