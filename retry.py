@@ -12,8 +12,12 @@ When ``main`` raises a transient error (a dropped connection, a timeout, HTTP 42
 exits with :data:`EXIT_RETRY_STARTED`.  The copy waits out the delay before it starts
 work, so the failed machine is released at once.  Any other error fails the execution
 straight away.  After ``retries`` retries the chain stops and says so in the status
-detail.  Outside Valohai (no ``VH_JOB_ID``) the same policy relaunches the script as a
-fresh local process, so the behaviour can be tried on a laptop.
+detail.  Outside Valohai (no ``VH_JOB_ID``) the same policy replaces the script's process
+with a fresh run of it, so the behaviour can be tried on a laptop.
+
+Exactly one execution does the work of each retry: when the API's answer to a create
+call is lost, the retry is looked for before it is asked for again, and a retry checks
+when it starts that no earlier copy of it exists (a duplicate stands down, exit 0).
 
 Environment:
     ``VH_API_TOKEN``   API token, set as a *secret* project environment variable.
@@ -22,8 +26,9 @@ Environment:
     ``VH_CONFIG_DIR``  where ``execution.json`` and friends are (default ``/valohai/config``).
     ``RETRY_API_TIMEOUT``  read timeout of each API request in seconds (default 30).
 
-Exit codes: 0 success, :data:`EXIT_GAVE_UP` (1), :data:`EXIT_BAD_CONFIG` (2),
-:data:`EXIT_RELAUNCH_FAILED` (3), :data:`EXIT_RETRY_STARTED` (75).
+Exit codes: 0 success (or a duplicate retry that stood down), :data:`EXIT_GAVE_UP` (1),
+:data:`EXIT_BAD_CONFIG` (2), :data:`EXIT_RELAUNCH_FAILED` (3),
+:data:`EXIT_RETRY_UNCONFIRMED` (4), :data:`EXIT_RETRY_STARTED` (75).
 
 Query a chain of attempts: ``python retry.py chain <counter> [--project ID]``.
 """
@@ -31,9 +36,12 @@ Query a chain of attempts: ``python retry.py chain <counter> [--project ID]``.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import datetime
 import email.utils
+import inspect
 import ipaddress
 import json
 import os
@@ -42,9 +50,10 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -52,6 +61,8 @@ from urllib.parse import urlsplit
 import requests
 import valohai
 import valohai.paths
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 try:  # valohai-utils' pre-signed call helper; set_status_detail() wraps it without a timeout
     from valohai.internals.api_calls import send_api_request as _send_signed_request
@@ -63,6 +74,7 @@ __all__ = [
     "EXIT_GAVE_UP",
     "EXIT_RELAUNCH_FAILED",
     "EXIT_RETRY_STARTED",
+    "EXIT_RETRY_UNCONFIRMED",
     "APIError",
     "ConfigError",
     "Execution",
@@ -96,83 +108,507 @@ __all__ = [
 
 #: The attempt failed and a retry execution was started (``EX_TEMPFAIL``).
 EXIT_RETRY_STARTED = 75
-#: The attempt failed for good: retries exhausted, or the error is not transient.
+#: The attempt failed for good: retries exhausted, the error is not transient, or the
+#: job itself exited with a non-zero code.
 EXIT_GAVE_UP = 1
 #: The retry settings (or the script's parameters) are invalid; nothing was relaunched.
 EXIT_BAD_CONFIG = 2
 #: The attempt failed with a transient error, but no retry could be started.
 EXIT_RELAUNCH_FAILED = 3
-
-DEFAULT_HOST = "https://app.valohai.com"
-TOKEN_VARIABLE = "VH_API_TOKEN"
-HOST_VARIABLE = "VALOHAI_HOST"
-#: Set on a retry: the UTC instant before which it must not start work.
-NOT_BEFORE_VARIABLE = "RETRY_NOT_BEFORE"
-#: Set on a retry: the id of the execution whose failure it retries.
-PARENT_VARIABLE = "RETRY_PARENT"
-#: Local mode only: the retry number of this process (the tag it would carry).
-LOCAL_RETRY_VARIABLE = "RETRY_LOCAL_NUMBER"
-
-#: Hard ceiling on retries: a chain can never grow past it, whatever the tags say.
-MAX_RETRIES = 100
-#: Hard ceiling on a single wait, in seconds (one day).
-MAX_WAIT = 86_400.0
-TRANSIENT_HTTP_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-#: Connect and read timeouts of every API request, in seconds.
-REQUEST_TIMEOUT = (5.0, 30.0)
-#: Overrides the read timeout, e.g. for a slow proxy.
-TIMEOUT_VARIABLE = "RETRY_API_TIMEOUT"
-#: Total time the API calls of one relaunch may spend retrying a flaky API, in seconds.
-API_BUDGET = 60.0
-#: API answers worth asking again: the service is briefly unavailable.
-_RETRYABLE_API_STATUSES = frozenset({429, 502, 503, 504})
-#: Of those, the ones where a POST may still have been acted on behind a gateway.
-_AMBIGUOUS_API_STATUSES = frozenset({502, 504})
-STATUS_DETAIL_TIMEOUT = 10.0
-_STATUS_DETAIL_LIMIT = 1000
-
-_RETRY_TAG = re.compile(r"^\s*retry\s*:\s*([0-9]+)\s*$", re.IGNORECASE)
-# Longer digit strings are absurd counts; int() on huge strings is slow or refused.
-_MAX_TAG_DIGITS = 9
+#: A create call may have started the retry, but the API never confirmed it.
+EXIT_RETRY_UNCONFIRMED = 4
 
 T = TypeVar("T")
-if TYPE_CHECKING:  # only for annotations, so that this file still imports on Python 3.8
-    #: What ``Policy.retry_on`` takes: a predicate, an exception type, or a tuple of types.
-    RetryOn = Callable[[BaseException], bool] | type[BaseException] | tuple[type[BaseException], ...]
 
 
-# --- errors ----------------------------------------------------------------------------
+# --- the entry point -------------------------------------------------------------------
 
 
-class RetryError(Exception):
-    """A problem of the retry machinery itself, explained in one line.
+def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime | None = None, **settings: Any) -> T:
+    """Call ``fn``; on a transient error start a retry and exit, else fail for good.
 
-    ``exit_code`` is what the process exits with when this ends the attempt.
+    Settings are :class:`Policy` fields (``retries=3, delay=60, ...``) or a ``policy``.
+    Returns what ``fn`` returns (an ``async def`` function is run with ``asyncio.run``).
+    On failure the process exits with one of the ``EXIT_*`` codes after printing the
+    traceback and a one-line summary, from whatever thread ``run`` was called in.
     """
+    runtime = runtime or Runtime()
+    _remember_token(runtime.environ)
+    try:
+        policy = policy or Policy(**settings)
+        attempt = _begin_attempt(runtime)
+    except (ConfigError, TypeError) as exc:
+        _end_process(_finish(f"invalid retry settings: {_one_line(exc)}", EXIT_BAD_CONFIG, status=False))
+    _announce(policy, attempt.number, runtime)
+    _stand_down_if_duplicate(attempt, policy, runtime)
+    wait_for_turn(attempt.not_before, policy, attempt.number, runtime)
+    try:
+        result = _call(fn)
+    except SystemExit as stop:  # the job ended itself: respect it, but say so
+        _end_process(_job_exit(stop, attempt.number))
+    except KeyboardInterrupt:
+        _finish(f"Not retried: attempt {attempt.number + 1} was interrupted (KeyboardInterrupt)", EXIT_GAVE_UP)
+        raise
+    except Exception as error:  # the point is to classify any failure
+        code = handle_failure(error, policy, runtime=runtime)
+        del error  # drop the traceback's frames (and what they hold) before exiting
+        _end_process(code)
+    _say(f"attempt {attempt.number + 1} succeeded")
+    return result
 
-    exit_code = EXIT_RELAUNCH_FAILED
+
+def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | None = None) -> int:
+    """Deal with ``error`` from an attempt: retry it or give up; return the exit code.
+
+    Prints the traceback and a one-line summary, and sets the status detail.  One failure
+    per process is acted on: a second call (another thread failing at the same time)
+    starts nothing and returns the first call's exit code.  Locally the retry replaces
+    this process, so the call does not return when a retry starts.
+    """
+    runtime = runtime or Runtime()
+    _remember_token(runtime.environ)
+    with _process.lock:
+        if _process.outcome is not None:
+            _say(
+                f"this process already handled a failure (exit code {_process.outcome});"
+                f" not starting another retry for {_describe(error)}"
+            )
+            return _process.outcome
+        _process.outcome = _decide(error, policy, runtime)
+        return _process.outcome
 
 
-class ConfigError(RetryError):
-    """Invalid retry settings or parameters: nothing is relaunched."""
+def _decide(error: BaseException, policy: Policy, runtime: Runtime) -> int:
+    _print_traceback(error)
+    summary = _describe(error)
+    try:
+        transient = policy.should_retry(error)
+    except Exception as exc:  # a broken retry_on predicate must not hide the real error
+        _print_traceback(exc)
+        return _finish(f"Not retried: retry_on raised {_describe(exc)}: {summary}", EXIT_GAVE_UP)
+    if not transient:
+        return _finish(f"Not retried (not a transient error): {summary}", EXIT_GAVE_UP)
+    try:
+        done = _retries_done(runtime)
+    except RetryError as exc:  # fail closed: an unknown count could restart the chain forever
+        return _finish(f"{summary} - not retried: cannot tell which retry this is: {exc}", exc.exit_code)
+    progress = _Progress(number=done + 1)
+    try:
+        if _out_of_retries(done, policy):
+            return _finish(_gave_up_message(done, summary), EXIT_GAVE_UP)
+        if runtime.on_valohai:
+            return _retry_on_valohai(error, summary, policy, progress, runtime)
+        return _retry_locally(error, summary, policy, progress, runtime)
+    except Exception as exc:
+        if not isinstance(exc, RetryError):  # a bug or an answer of a shape never seen
+            _print_traceback(exc)
+        reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {_describe(exc)}"
+        which = f"retry {progress.number}/{policy.retries}"
+        if progress.maybe_created:
+            message = (
+                f"{summary} - {which} may have been started, but the API never confirmed it: {reason};"
+                f" look for the tag 'retry: {progress.number}' in the project's executions before starting anything"
+            )
+            return _finish(message, EXIT_RETRY_UNCONFIRMED)
+        code = exc.exit_code if isinstance(exc, RetryError) else EXIT_RELAUNCH_FAILED
+        return _finish(f"{summary} - could not start {which}: {reason}", code)
 
-    exit_code = EXIT_BAD_CONFIG
+
+@dataclasses.dataclass
+class _Progress:
+    """How far a relaunch got: what its failure message may claim."""
+
+    number: int
+    maybe_created: bool = False  # a create call was sent and its outcome is not known to be "no"
 
 
-class APIError(RetryError):
-    """The Valohai API could not be used; ``status`` is the HTTP status, if any."""
+def _retries_done(runtime: Runtime) -> int:
+    """How many retries came before this attempt (its ``retry: N``), from its config."""
+    if runtime.on_valohai:
+        return read_execution().retry
+    return current_retry(runtime)
 
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+
+def _out_of_retries(done: int, policy: Policy) -> bool:
+    return done > MAX_RETRIES or done >= policy.retries
 
 
-class _AmbiguousRequestError(APIError):
-    """The request may or may not have been acted on (answer lost)."""
+def _gave_up_message(done: int, summary: str) -> str:
+    if done > MAX_RETRIES:
+        return (
+            f"Not retried: this execution is tagged as retry {done}, above the ceiling of {MAX_RETRIES};"
+            f" remove its 'retry:' tag to start a new chain: {summary}"
+        )
+    return f"Gave up after {done} {'retry' if done == 1 else 'retries'}: {summary}"
+
+
+# --- relaunching on Valohai ------------------------------------------------------------
+
+
+def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, progress: _Progress, runtime: Runtime) -> int:
+    token = read_token(runtime.environ)
+    execution = read_execution()
+    if execution.pipeline_id:
+        raise RetryError("this execution runs in a pipeline, which owns retrying: give its node on-error: retry")
+    if execution.task_id:
+        _say("this execution belongs to a task; the retry will run outside the task")
+    api = _api_for(runtime, token)
+    detail = api.get(f"/api/v0/executions/{execution.id}/", {"exclude": "metadata,events"})
+    # The count is the highest of every source read: a lost tag must not restart the chain.
+    done = max(execution.retry, retry_number(_tags(detail)))
+    progress.number = done + 1
+    if _out_of_retries(done, policy):
+        return _finish(_gave_up_message(done, summary), EXIT_GAVE_UP)
+    not_before = _plan_wait(error, policy, progress.number, runtime)
+    payload = build_retry_payload(detail, progress.number, parent_id=execution.id, not_before=not_before)
+    created = relaunch(api, execution, progress.number, payload, progress=progress)
+    return _announce_retry(api, execution, created, summary=summary, policy=policy, number=progress.number)
+
+
+def relaunch(
+    api: ValohaiAPI,
+    execution: Execution,
+    number: int,
+    payload: Mapping[str, Any],
+    *,
+    progress: _Progress | None = None,
+) -> dict[str, Any]:
+    """Create retry ``number`` of ``execution`` from ``payload``; return what is known of it.
+
+    Creating is not idempotent.  When the answer to the create call is lost, the
+    project's executions are searched for the retry first, and it is created again only
+    when it is not there.  A create whose answer arrives but cannot be read did create
+    the retry; it is looked up to learn its number (``{}`` when that fails too).
+    A retry created twice anyway (the API stored it after we gave up on the answer)
+    stands down when it starts: see :func:`run`.
+    """
+    progress = progress or _Progress(number=number)
+    try:
+        progress.maybe_created = True
+        return _create(api, payload)
+    except _UnreadableAnswerError as exc:
+        return _look_up_created(api, execution, number, exc)
+    except _AmbiguousRequestError as exc:
+        _say(f"{exc}; looking for the retry before asking again")
+    except RetryError:  # a definite refusal: nothing was created
+        progress.maybe_created = False
+        raise
+    found = find_retry(api, execution.project_id, execution.id, number, parent_counter=execution.counter)
+    if found is not None:
+        _say(f"the retry was created after all: {_counter_text(found)}")
+        return found
+    try:
+        return _create(api, payload)
+    except _UnreadableAnswerError as exc:
+        return _look_up_created(api, execution, number, exc)
+
+
+def _create(api: ValohaiAPI, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return api.post("/api/v0/executions/", payload)
+
+
+def _look_up_created(api: ValohaiAPI, execution: Execution, number: int, error: APIError) -> dict[str, Any]:
+    """The retry a create call made although its answer was unreadable (``{}`` if not found)."""
+    _say(f"{error}; the retry was created, looking up its number")
+    try:
+        found = find_retry(api, execution.project_id, execution.id, number, parent_counter=execution.counter)
+    except Exception as exc:  # the retry exists either way: this only names it
+        _say(f"could not look up the retry's number: {_one_line(exc)}")
+        return {}
+    return found or {}
+
+
+def _announce_retry(
+    api: ValohaiAPI, execution: Execution, created: Mapping[str, Any], *, summary: str, policy: Policy, number: int
+) -> int:
+    """Log and set the status detail of a started retry; nothing here can undo the start."""
+    counter = _counter_text(created)
+    message = f"{summary} - retry {number}/{policy.retries} started as {counter}"
+    try:
+        _say(f"retry {number}/{policy.retries} is execution {counter}: {_display_url(created)}")
+        if number == 1 and policy.retries > 1:  # the project's variables do not change along the chain
+            message += _token_warning(api, execution.project_id, counter)
+    except Exception as exc:  # best effort: the retry exists whatever happens here
+        _say(f"could not check the project's variables: unexpected {_describe(exc)}")
+    return _finish(message, EXIT_RETRY_STARTED)
+
+
+def _token_warning(api: ValohaiAPI, project_id: str, counter: str) -> str:
+    """A warning if the retry will lack the token, because it is not a project variable.
+
+    A token set on one execution only is not copied (a secret's value never leaves the
+    API), so the retry could not start retries of its own. Best effort: "" if unsure.
+    """
+    try:
+        project = api.get(f"/api/v0/projects/{project_id}/")
+    except RetryError as exc:
+        _say(f"could not check the project's variables: {exc}")
+        return ""
+    if "environment_variables" not in project or "VH_API_TOKEN" in _variables(project["environment_variables"]):
+        return ""
+    warning = (
+        f"warning: VH_API_TOKEN is not a project variable, so {counter} cannot start further retries:"
+        " add it as a secret in Project settings > Environment variables"
+    )
+    _say(warning)
+    return f"; {warning}"
+
+
+def _stand_down_if_duplicate(attempt: _Attempt, policy: Policy, runtime: Runtime) -> None:
+    """On Valohai, make sure this is the one retry N of its parent; a duplicate exits 0.
+
+    The create call is not idempotent, so a lost or late answer can leave two copies of
+    one retry.  The copy with the lowest counter does the work; any other stands down
+    before doing anything.  When the check cannot be made, the work is done.
+    """
+    if not (runtime.on_valohai and attempt.number and attempt.parent):
+        return
+    which = f"retry {attempt.number}/{policy.retries}"
+    try:
+        token = read_token(runtime.environ)
+        execution = read_execution()
+        api = _api_for(runtime, token, budget=CHECK_BUDGET)
+        twin = find_retry(api, execution.project_id, attempt.parent, attempt.number, below=execution.counter)
+    except Exception as exc:  # the check is a safeguard: without it the work still happens
+        reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {_describe(exc)}"
+        _say(f"could not check that this is the only {which} of its parent, so doing the work: {reason}")
+        return
+    if twin is None:
+        return
+    message = (
+        f"Stood down: {_counter_text(twin)} is already {which} of the same failure and does the work;"
+        f" this duplicate did nothing {_display_url(twin)}".rstrip()
+    )
+    _end_process(_finish(message, 0))
+
+
+# --- relaunching locally ---------------------------------------------------------------
+
+
+def _retry_locally(error: BaseException, summary: str, policy: Policy, progress: _Progress, runtime: Runtime) -> int:
+    """Replace this process with a fresh run of the same command line (the retry)."""
+    number = progress.number
+    argv = list(runtime.argv) if runtime.argv is not None else _command_line()
+    not_before = _plan_wait(error, policy, number, runtime)
+    environ = {name: value for name, value in runtime.environ.items() if name not in _CHAIN_VARIABLES}
+    environ["RETRY_LOCAL_NUMBER"] = str(number)
+    if not_before:
+        environ["RETRY_NOT_BEFORE"] = not_before
+    _finish(f"{summary} - starting retry {number}/{policy.retries} as a new process", EXIT_RETRY_STARTED)
+    _flush()
+    # Normally this does not return: the retry takes over this process (same PID), so a
+    # chain holds one process at a time and signals reach the attempt that is running.
+    return runtime.replace_process(argv, environ, _STARTED_IN)
+
+
+def _replace_process(argv: Sequence[str], environ: Mapping[str, str], cwd: str) -> int:
+    """Run ``argv`` in place of this process; on Windows, as a child whose code is returned."""
+    if os.name != "posix":  # os.exec* on Windows starts a new process and exits 0 at once
+        return subprocess.call(list(argv), env=dict(environ), cwd=cwd)
+    try:
+        os.chdir(cwd)
+        os.execve(argv[0], list(argv), dict(environ))
+    except OSError as exc:
+        raise RetryError(f"could not run {argv[0]} in {cwd}: {exc.strerror or exc}") from None
+    raise AssertionError("unreachable: os.execve returned")  # pragma: no cover
+
+
+def _command_line() -> list[str]:
+    """This process's command line, runnable again from the folder it started in."""
+    script = sys.argv[0] if sys.argv else ""
+    if script in ("", "-"):
+        raise RetryError(
+            "the script was read from standard input, so it cannot be run again: save it to a file and run that"
+        )
+    if not sys.executable:
+        raise RetryError("the path of the Python interpreter is unknown (sys.executable is empty)")
+    original = list(getattr(sys, "orig_argv", None) or [])  # 3.10+: keeps flags such as -u or -X
+    if not original:
+        if script == "-c":
+            raise RetryError("a program given with -c cannot be run again on this Python: save it to a file")
+        return [sys.executable, os.path.join(_STARTED_IN, script), *sys.argv[1:]]
+    command = [sys.executable, *original[1:]]
+    position = len(original) - len(sys.argv)
+    if 0 < position < len(command) and command[position] == script:  # a script path, not -c or -m
+        command[position] = os.path.join(_STARTED_IN, script)
+    return command
+
+
+# The folder the job started in: a retry starts there too, whatever os.chdir did since.
+_STARTED_IN = os.getcwd()
+
+
+# --- the attempt: its number, its turn, the job itself ---------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Attempt:
+    """What a chain hands to the attempt that runs now."""
+
+    number: int  # the retry number: 0 for the first attempt
+    not_before: str | None  # RETRY_NOT_BEFORE: do not start work before this instant
+    parent: str | None  # RETRY_PARENT: the execution whose failure this retries
+
+
+@dataclasses.dataclass
+class _ProcessState:
+    """What one process remembers: its attempt, and the one failure it acted on."""
+
+    attempt: _Attempt | None = None
+    outcome: int | None = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+_process = _ProcessState()
+
+#: The variables a chain passes to its next attempt; consumed when the attempt starts.
+_CHAIN_VARIABLES = ("RETRY_LOCAL_NUMBER", "RETRY_NOT_BEFORE", "RETRY_PARENT")
+
+
+def _begin_attempt(runtime: Runtime) -> _Attempt:
+    """Read what the chain handed this attempt, and take it out of the environment.
+
+    Consumed, the variables cannot leak into programs the job starts (a helper script
+    that uses ``retry.run`` would otherwise think it is a late retry).
+    """
+    environ = runtime.environ
+    attempt = _Attempt(
+        number=_read_retry_number(runtime),
+        not_before=environ.get("RETRY_NOT_BEFORE") or None,
+        parent=environ.get("RETRY_PARENT") or None,
+    )
+    if isinstance(environ, MutableMapping):
+        for name in _CHAIN_VARIABLES:
+            environ.pop(name, None)
+    _process.attempt = attempt
+    return attempt
+
+
+def current_retry(runtime: Runtime | None = None) -> int:
+    """This attempt's retry number: 0 for the first attempt, N for the one tagged ``retry: N``.
+
+    Raises :class:`ConfigError` when a local chain's ``RETRY_LOCAL_NUMBER`` is not a number.
+    """
+    if _process.attempt is not None:  # run() read it, and took it out of the environment
+        return _process.attempt.number
+    return _read_retry_number(runtime or Runtime())
+
+
+def _read_retry_number(runtime: Runtime) -> int:
+    if runtime.on_valohai:
+        try:
+            return read_execution().retry
+        except RetryError:
+            return 0  # handle_failure reads it again and refuses to relaunch on an unknown count
+    raw = runtime.environ.get("RETRY_LOCAL_NUMBER", "").strip()
+    if not raw:
+        return 0
+    number = _ascii_count(raw)
+    if number is None or number > MAX_RETRIES:
+        raise ConfigError(f"RETRY_LOCAL_NUMBER must be a retry number from 0 to {MAX_RETRIES}, got {raw[:20]!r}")
+    return number
+
+
+def _announce(policy: Policy, number: int, runtime: Runtime) -> None:
+    where = "on Valohai" if runtime.on_valohai else "locally"
+    tag = f", tag '{format_retry_tag(number)}'" if number else ""
+    _say(f"attempt {number + 1} of up to {policy.retries + 1} {where}{tag}")
+    if runtime.on_valohai and policy.retries and not runtime.environ.get("VH_API_TOKEN", "").strip():
+        _say("warning: VH_API_TOKEN is not set, so a failure here cannot start a retry")
+
+
+def wait_for_turn(not_before: str | None, policy: Policy, number: int, runtime: Runtime) -> float:
+    """Wait until the not-before instant a retry was given, if any; return the wait.
+
+    The instant is honoured whatever the retry number says.  An unparsable instant, or
+    one further away than the policy's longest wait (clock skew, tampering), is clamped
+    to that longest wait with a warning.
+    """
+    if not not_before:
+        return 0.0
+    longest = policy.max_delay
+    try:
+        remaining = _parse_instant(not_before) - runtime.now()
+    except (ValueError, OverflowError):
+        _say(f"warning: RETRY_NOT_BEFORE={not_before[:40]!r} is not an ISO 8601 instant; waiting {longest:g} s")
+        remaining = longest
+    if remaining > longest:
+        _say(f"warning: RETRY_NOT_BEFORE is {remaining:.0f} s away, more than the policy allows; waiting {longest:g} s")
+        remaining = longest
+    if remaining <= 0:
+        return 0.0
+    set_status_detail(f"Waiting {remaining:.0f} s before retry {number}/{policy.retries} starts work")
+    countdown(remaining, f"retry {number}/{policy.retries} starts work", runtime.sleep, runtime.now)
+    return remaining
+
+
+def countdown(
+    seconds: float, what: str, sleep: Callable[[float], None] = time.sleep, now: Callable[[], float] = time.time
+) -> None:
+    """Sleep ``seconds``, logging what remains so a long wait is visibly alive.
+
+    It ends no sooner than ``seconds`` after it began by the clock ``now`` too: a wall
+    clock and the clock ``sleep`` uses can drift apart slightly.
+    """
+    _say(f"waiting {seconds:.0f} s before {what}")
+    end = now() + seconds
+    tick = seconds if seconds <= 5 else 1.0 if seconds <= 10 else 10.0 if seconds <= 300 else 60.0
+    remaining = seconds
+    while remaining > 0:
+        step = min(tick, remaining)
+        sleep(step)
+        remaining -= step
+        if remaining >= 1:
+            _say(f"  {remaining:.0f} s left")
+    late = end - now()
+    if 0 < late <= 1:  # only drift is made up for: a clock that does not move is not waited on
+        sleep(late)
+
+
+def _plan_wait(error: BaseException, policy: Policy, number: int, runtime: Runtime) -> str | None:
+    """Wait here (``wait_in="failed"``) or return the retry's not-before instant."""
+    wait = policy.wait_before(number, error, uniform=runtime.uniform, now=runtime.now())
+    if policy.wait_in == "failed":
+        countdown(wait, f"starting retry {number}/{policy.retries}", runtime.sleep, runtime.now)
+        return None
+    _say(f"retry {number}/{policy.retries} will wait {wait:.0f} s before it starts work")
+    return _format_instant(runtime.now() + wait)
+
+
+def _call(fn: Callable[[], T]) -> T:
+    """Call the job; a coroutine it returns (``async def``) is run to its end."""
+    result = fn()
+    if not inspect.iscoroutine(result):
+        return result
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running in this thread: the normal case
+        return asyncio.run(result)  # type: ignore[no-any-return]
+    result.close()
+    raise TypeError("retry.run got a coroutine inside a running event loop: call retry.run from synchronous code")
+
+
+def _job_exit(stop: SystemExit, number: int) -> int:
+    """The exit code for a job that called ``sys.exit``: its own success, or a failure for good."""
+    if stop.code is None or stop.code == 0:
+        _say(f"attempt {number + 1} succeeded (the job called sys.exit({stop.code!r}))")
+        return 0
+    return _finish(f"Not retried: the job called sys.exit({_one_line(repr(stop.code), 80)})", EXIT_GAVE_UP)
+
+
+def _end_process(code: int) -> NoReturn:
+    """Exit the process with ``code``, also from a thread other than the main one."""
+    if threading.current_thread() is threading.main_thread():
+        sys.exit(code)
+    # sys.exit would end only this thread, and the process would report success.
+    _say(f"retry.run ran outside the main thread: ending the whole process with exit code {code}")
+    _flush()
+    os._exit(code)
 
 
 # --- what is transient -----------------------------------------------------------------
+
+TRANSIENT_HTTP_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def is_transient(error: BaseException) -> bool:
@@ -196,32 +632,54 @@ def is_transient(error: BaseException) -> bool:
 
 def _is_transient_itself(error: BaseException) -> bool:
     if isinstance(error, requests.HTTPError):
-        response = error.response
-        return response is not None and response.status_code in TRANSIENT_HTTP_STATUSES
+        return _status_of(error) in TRANSIENT_HTTP_STATUSES
     # socket.timeout is TimeoutError only from Python 3.10 on.
     transient = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError, socket.timeout)
     return isinstance(error, transient)
 
 
+def _status_of(error: BaseException) -> int | None:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return status if isinstance(status, int) and not isinstance(status, bool) else None
+
+
 def retry_after_seconds(error: BaseException | None, now: float | None = None) -> float:
     """The wait that a 429 or 503 error's ``Retry-After`` header asks for (0 if none)."""
-    response = getattr(error, "response", None)
-    if response is None or getattr(response, "status_code", None) not in (429, 503):
+    if error is None or _status_of(error) not in (429, 503):
         return 0.0
-    value = str(response.headers.get("Retry-After", "")).strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        value = str(error.response.headers.get("Retry-After", "")).strip()  # type: ignore[attr-defined]
+    except Exception:  # an odd response object: no header to honour
+        return 0.0
+    seconds = _ascii_count(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return 0.0
-    if when is None:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        moment = when.timestamp()
+    except Exception:  # not a date either: no header to honour
         return 0.0
     current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    return max(0.0, moment - current)
+
+
+def _ascii_count(text: str) -> int | None:
+    """``text`` as a count when it is 1 to 9 ASCII digits (so never ``²`` or a huge number)."""
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
 
 
 # --- the policy ------------------------------------------------------------------------
+
+#: Hard ceiling on retries: a chain can never grow past it, whatever the tags say.
+MAX_RETRIES = 100
+#: Hard ceiling on a single wait, in seconds (one day).
+MAX_WAIT = 86_400.0
+
+if TYPE_CHECKING:  # only for annotations, so that this file still imports on Python 3.8
+    #: What ``Policy.retry_on`` takes: a predicate, an exception type, or a tuple of types.
+    RetryOn = Callable[[BaseException], bool] | type[BaseException] | tuple[type[BaseException], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,6 +750,10 @@ def _is_exception_types(value: object) -> bool:
 
 # --- tags ------------------------------------------------------------------------------
 
+_RETRY_TAG = re.compile(r"^\s*retry\s*:\s*([0-9]+)\s*$", re.IGNORECASE)
+# Longer digit strings are absurd counts; int() on huge strings is slow or refused.
+_MAX_TAG_DIGITS = 9
+
 
 def format_retry_tag(number: int) -> str:
     """The tag that marks retry ``number``: ``retry: N``, as the Valohai UI shows it."""
@@ -322,7 +784,209 @@ def retry_tags(tags: Sequence[object], number: int) -> list[str]:
     return [*kept, format_retry_tag(number)]
 
 
-# --- this execution --------------------------------------------------------------------
+def _tags(item: Mapping[str, Any]) -> list[str]:
+    """An API item's tags as strings, whether they come as a list, one string, or objects."""
+    tags = item.get("tags")
+    if isinstance(tags, str):  # never split a string into letters
+        return [tags]
+    if not isinstance(tags, list):
+        return []
+    names = [tag.get("name") if isinstance(tag, dict) else tag for tag in tags]
+    return [name for name in names if isinstance(name, str)]
+
+
+# --- the retry's payload ---------------------------------------------------------------
+
+
+def build_retry_payload(
+    detail: Mapping[str, Any],
+    number: int,
+    *,
+    parent_id: str,
+    not_before: str | None = None,
+    config: Path | None = None,
+) -> dict[str, Any]:
+    """The body of ``POST /api/v0/executions/`` that creates retry ``number`` of ``detail``.
+
+    Copies project, commit, step, parameters, inputs, environment, image, title, time
+    limit and the non-secret environment variables.  A secret comes back from the API
+    without its value and is never sent; the project's own secret variables reach the
+    retry anyway.  Tags are the current ones with ``retry: number`` replacing old retry tags.
+    """
+    project = _id_of(detail.get("project"))
+    commit = _value_of(detail.get("commit"), "identifier")
+    step = detail.get("step") if isinstance(detail.get("step"), str) else None
+    missing = [name for name, value in (("project", project), ("commit", commit), ("step", step)) if not value]
+    if missing:
+        raise RetryError(f"the execution's detail lacks {', '.join(missing)}: not relaunching from partial data")
+    variables = _plain_variables(detail.get("environment_variables"))
+    variables["RETRY_PARENT"] = parent_id
+    if not_before:
+        variables["RETRY_NOT_BEFORE"] = not_before
+    payload: dict[str, Any] = {
+        "project": project,
+        "commit": commit,
+        "step": step,
+        "parameters": _parameters(detail, config),
+        "inputs": _inputs(detail, config),
+        "tags": retry_tags(_tags(detail), number),
+        "environment_variables": variables,
+    }
+    optional = {
+        "environment": _id_of(detail.get("environment")),
+        "image": detail.get("image"),
+        "title": detail.get("title"),
+        "time_limit": detail.get("time_limit"),
+    }
+    payload.update({key: value for key, value in optional.items() if value})
+    return payload
+
+
+def _id_of(value: Any) -> str | None:
+    return _value_of(value, "id")
+
+
+def _value_of(value: Any, key: str) -> str | None:
+    if isinstance(value, dict):
+        value = value.get(key)
+    return str(value) if isinstance(value, (str, int)) and value else None
+
+
+def _variables(value: Any) -> dict[str, Any]:
+    """Environment variables from the API as ``{name: entry}``, whatever shape they come in."""
+    if isinstance(value, list):  # tolerate [{"name": ..., "value": ...}]
+        value = {item.get("name"): item for item in value if isinstance(item, dict)}
+    if not isinstance(value, dict):
+        return {}
+    return {name: entry for name, entry in value.items() if isinstance(name, str)}
+
+
+def _variable_value(entry: Any) -> Any:
+    """A variable's value, whether the API gives ``{"value": ...}`` or the bare value."""
+    return entry.get("value") if isinstance(entry, dict) else entry
+
+
+def _plain_variables(variables: Any) -> dict[str, str]:
+    """Non-secret variables as ``{name: value}``; secrets and our own markers dropped."""
+    plain = {}
+    for name, item in _variables(variables).items():
+        secret = isinstance(item, dict) and bool(item.get("secret"))
+        value = _variable_value(item)
+        ours = name in ("VH_API_TOKEN", *_CHAIN_VARIABLES)
+        if value is not None and not secret and not ours:
+            plain[name] = str(value)
+    return plain
+
+
+def _parameters(detail: Mapping[str, Any], config: Path | None) -> dict[str, Any]:
+    if isinstance(detail.get("parameters"), dict):
+        return dict(detail["parameters"])
+    path = (config or config_dir()) / "parameters.json"
+    return _read_json_object(path) if path.exists() else {}
+
+
+def _inputs(detail: Mapping[str, Any], config: Path | None) -> dict[str, list[str]]:
+    """Inputs as ``{name: [url, ...]}``, from the detail or else from ``inputs.json``."""
+    inputs = detail.get("inputs")
+    if isinstance(inputs, dict):
+        return {str(name): _urls(value) for name, value in inputs.items()}
+    if isinstance(inputs, list):
+        return {item["name"]: _urls(item) for item in inputs if isinstance(item, dict) and _is_text(item.get("name"))}
+    path = (config or config_dir()) / "inputs.json"
+    if not path.exists():
+        return {}
+    return {str(name): _urls(value) for name, value in _read_json_object(path).items()}
+
+
+def _urls(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [url for item in value for url in _urls(item)]
+    if isinstance(value, dict):
+        for key in ("urls", "url", "uri"):
+            if key in value:
+                return _urls(value[key])
+        return _urls(value.get("files", []))
+    return []
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+# --- finding a retry in the project's executions ---------------------------------------
+
+#: At most this many execution details are read to learn candidates' RETRY_PARENT.
+MAX_DETAIL_LOOKUPS = 50
+
+
+def find_retry(
+    api: ValohaiAPI,
+    project_id: str,
+    parent_id: str,
+    number: int,
+    *,
+    parent_counter: int | None = None,
+    below: int | None = None,
+) -> dict[str, Any] | None:
+    """The first execution (lowest counter) that is retry ``number`` of ``parent_id``, if any.
+
+    Scans the project's executions newest first, page by page, down to the parent (its
+    counter, when known, or its id), so a busy project cannot hide the retry.  ``below``
+    skips executions from that counter up (a retry looking for an earlier copy of itself).
+    Bounded in pages, detail reads and the API client's time budget.
+    """
+    candidates = []
+    for item in executions_newest_first(api, project_id):
+        counter = item.get("counter")
+        if not isinstance(counter, int):
+            continue
+        if item.get("id") == parent_id or (parent_counter is not None and counter <= parent_counter):
+            break
+        if (below is None or counter < below) and retry_number(_tags(item)) == number:
+            candidates.append(item)
+    return _first_child(api, candidates, parent_id)
+
+
+def _first_child(api: ValohaiAPI, candidates: Sequence[Mapping[str, Any]], parent_id: str) -> dict[str, Any] | None:
+    """Of ``candidates``, the lowest-counter one whose ``RETRY_PARENT`` is ``parent_id``."""
+    lookups = 0
+    for item in sorted(candidates, key=lambda item: int(item["counter"])):
+        if "environment_variables" not in item:  # list entries may be abridged
+            lookups += 1
+            if lookups > MAX_DETAIL_LOOKUPS:
+                raise APIError(f"more than {MAX_DETAIL_LOOKUPS} executions to read to find the retry; stopped there")
+        if _parent_of(api, item) == parent_id:
+            return dict(item)
+    return None
+
+
+def _parent_of(api: ValohaiAPI, item: Mapping[str, Any]) -> str | None:
+    """The execution that ``item`` retries, from its ``RETRY_PARENT`` variable."""
+    if "environment_variables" not in item:  # list entries may be abridged
+        item = api.get(f"/api/v0/executions/{item['id']}/", {"exclude": "metadata,events"})
+    value = _variable_value(_variables(item.get("environment_variables")).get("RETRY_PARENT"))
+    return str(value) if value else None
+
+
+def executions_newest_first(api: ValohaiAPI, project_id: str) -> Iterator[dict[str, Any]]:
+    """The project's executions, highest counter first, read page by page."""
+    return api.pages("/api/v0/executions/", {"project": project_id, "ordering": "-counter"})
+
+
+def _counter_text(item: Mapping[str, Any]) -> str:
+    counter = item.get("counter")
+    return f"#{counter}" if isinstance(counter, int) and not isinstance(counter, bool) else "(number unknown)"
+
+
+def _display_url(item: Mapping[str, Any]) -> str:
+    urls = item.get("urls")
+    url = urls.get("display") if isinstance(urls, dict) else None
+    return url if isinstance(url, str) else ""
+
+
+# --- this execution's config -----------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,12 +1026,11 @@ def read_execution(directory: Path | None = None) -> Execution:
     counter = data["valohai.execution-counter"]
     if isinstance(counter, bool) or not isinstance(counter, int):
         raise RetryError(f"{path}: valohai.execution-counter is not an integer: {counter!r}")
-    tags = data.get("valohai.execution-tags") or []
     return Execution(
         id=str(data["valohai.execution-id"]),
         counter=counter,
         project_id=str(data["valohai.project-id"]),
-        tags=tuple(tag for tag in tags if isinstance(tag, str)) if isinstance(tags, list) else (),
+        tags=tuple(_tags({"tags": data.get("valohai.execution-tags")})),
         step=data.get("valohai.execution-step") or None,
         commit=data.get("valohai.commit-identifier") or None,
         title=data.get("valohai.execution-title") or None,
@@ -388,95 +1051,70 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
-# --- token, host, status detail --------------------------------------------------------
+# --- the API client --------------------------------------------------------------------
+
+DEFAULT_HOST = "https://app.valohai.com"
+#: Connect and read timeouts of every API request, in seconds.
+REQUEST_TIMEOUT = (5.0, 30.0)
+#: Total time the API calls of one relaunch may take, retries of a flaky API included.
+API_BUDGET = 60.0
+#: Total time a retry may spend checking that it is not a duplicate before it works.
+CHECK_BUDGET = 20.0
+#: List pages are read this many executions at a time, and at most this many pages.
+PAGE_SIZE = 100
+MAX_PAGES = 50
+#: No answer is read past this size (a list page of 100 executions is far smaller).
+MAX_ANSWER_BYTES = 20_000_000
+#: API answers worth asking again: the service is briefly unavailable.
+_RETRYABLE_API_STATUSES = frozenset({429, 502, 503, 504})
+#: Of those, the ones where a POST may still have been acted on behind a gateway.
+_AMBIGUOUS_API_STATUSES = frozenset({502, 504})
 
 
-def read_token(environ: Mapping[str, str] | None = None) -> str:
-    """The API token from ``VH_API_TOKEN``; raise :class:`RetryError` if it is unset."""
-    token = (os.environ if environ is None else environ).get(TOKEN_VARIABLE, "").strip()
-    if not token:
-        raise RetryError(
-            f"{TOKEN_VARIABLE} is not set: add your Valohai API token as a secret project "
-            "environment variable named VH_API_TOKEN (Project settings > Environment variables)"
-        )
-    if not token.isprintable() or any(character.isspace() for character in token):
-        # Checked here: an HTTP library's complaint about the header would quote the token.
-        raise RetryError(f"{TOKEN_VARIABLE} contains spaces or control characters: paste the token again")
-    return token
+class RetryError(Exception):
+    """A problem of the retry machinery itself, explained in one line.
 
-
-def api_host(environ: Mapping[str, str] | None = None) -> str:
-    """The API address: ``VALOHAI_HOST`` or the default, checked to be safe for a token.
-
-    Plain ``http`` is refused unless the host is a loopback address (local tests).
+    ``exit_code`` is what the process exits with when this ends the attempt.  The
+    message never contains the API token: it is masked when the error is made.
     """
-    host = ((os.environ if environ is None else environ).get(HOST_VARIABLE) or DEFAULT_HOST).strip().rstrip("/")
-    parts = urlsplit(host)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise RetryError(f"{HOST_VARIABLE} must be an address like https://valohai.example.com, got {host!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise RetryError(f"{HOST_VARIABLE} uses plain http ({host}): the token would travel unencrypted; use https")
-    return host
+
+    exit_code = EXIT_RELAUNCH_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_mask(message))
 
 
-def request_timeout(environ: Mapping[str, str] | None = None) -> tuple[float, float]:
-    """Connect and read timeouts for API requests; ``RETRY_API_TIMEOUT`` sets the read one."""
-    raw = (os.environ if environ is None else environ).get(TIMEOUT_VARIABLE, "").strip()
-    if not raw:
-        return REQUEST_TIMEOUT
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds <= 600:
-        raise ConfigError(f"{TIMEOUT_VARIABLE} must be a number of seconds from 0 to 600, got {raw!r}")
-    return (min(REQUEST_TIMEOUT[0], seconds), seconds)
+class ConfigError(RetryError):
+    """Invalid retry settings or parameters: nothing is relaunched."""
+
+    exit_code = EXIT_BAD_CONFIG
 
 
-def _is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
+class APIError(RetryError):
+    """The Valohai API could not be used; ``status`` is the HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def set_status_detail(text: str) -> bool:
-    """Set this execution's status detail; best effort, never raises, never blocks long.
-
-    Uses the pre-signed call that Valohai puts in ``api.json`` (no token involved).
-    Returns whether it was set; locally (no ``api.json``) it does nothing.
-    """
-    text = _redact(text)[:_STATUS_DETAIL_LIMIT]
-    try:
-        _send_status_detail(text)
-    except FileNotFoundError:
-        return False
-    except Exception as exc:  # a status detail must never hide the real error
-        _say(f"could not set the status detail: {_one_line(exc)}")
-        return False
-    return True
+class _AmbiguousRequestError(APIError):
+    """The request may or may not have been acted on (answer lost)."""
 
 
-def _send_status_detail(text: str) -> None:
-    if _send_signed_request is None:  # its public helper has no timeout, but it is all there is
-        valohai.set_status_detail(text)
-        return
-    # The same call valohai.set_status_detail() makes, with a timeout so it cannot hang.
-    timeout = tuple(min(seconds, STATUS_DETAIL_TIMEOUT) for seconds in request_timeout())
-    _send_signed_request(endpoint="set_status_detail", json={"status_detail": text}, timeout=timeout)
-
-
-# --- the API ---------------------------------------------------------------------------
+class _UnreadableAnswerError(APIError):
+    """A success status whose body could not be read: the request was acted on."""
 
 
 class ValohaiAPI:
     """A small client for the few Valohai API calls this module makes.
 
-    Every request has connect and read timeouts; connection failures and 429/502/503/504
-    answers are retried with backoff (honouring ``Retry-After``) within ``budget`` seconds.
-    Redirects are not followed, so the token never goes to another address.
+    Every request has connect and read timeouts and a deadline for the whole answer, so a
+    server that trickles bytes cannot hold it.  Connection failures and 429/502/503/504
+    answers are retried with backoff (honouring ``Retry-After``) within ``budget``
+    seconds shared by all calls, measured on ``clock`` (monotonic).  Redirects are not
+    followed, so the token never goes to another address.  ``patient=False`` gives up at
+    once on a host that cannot be reached (for interactive commands).
     """
 
     def __init__(
@@ -489,8 +1127,10 @@ class ValohaiAPI:
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        patient: bool = True,
     ) -> None:
-        self.host = api_host({HOST_VARIABLE: host} if host else None)
+        self.host = _origin(host, "the API host") if host else api_host()
+        _remember_secret(token)
         self._token = token
         self._timeout = timeout
         self._session = session or requests.Session()
@@ -498,18 +1138,44 @@ class ValohaiAPI:
         self._deadline: float | None = None  # set by the first request: the budget is shared
         self._sleep = sleep
         self._clock = clock
+        self._patient = patient
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """GET ``path`` (below the host) and return the decoded JSON."""
+        """GET ``path`` (below the host) and return the decoded JSON object."""
         return self._request("GET", path, params=params)
 
     def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``body`` as JSON to ``path`` and return the decoded JSON answer.
 
         Raises :class:`_AmbiguousRequestError` when the request may have been acted on
-        without an answer reaching us; the caller decides whether sending again is safe.
+        without an answer reaching us, and :class:`_UnreadableAnswerError` when a success
+        status came with a body that cannot be read; the caller decides what that means.
         """
-        return self._request("POST", path, body=body)
+        return self._request("POST", path, body=dict(body))
+
+    def pages(self, path: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """The items of a paged list, page by page with ``limit`` and ``offset``.
+
+        The ``next`` link of a page only tells whether there is more: it is never
+        followed, so the token goes nowhere but this client's host.  An item seen on an
+        earlier page (the list moved while it was read) is not repeated.  Raises
+        :class:`APIError` after :data:`MAX_PAGES` pages, so a list that never ends cannot
+        hold the caller.
+        """
+        seen: set[object] = set()
+        for number in range(MAX_PAGES):
+            page = self.get(path, {**params, "limit": PAGE_SIZE, "offset": number * PAGE_SIZE})
+            results = page.get("results")
+            if not isinstance(results, list):
+                raise APIError(f"GET {path}: a list page without results")
+            for item in results:
+                key = item.get("id") if isinstance(item, dict) else None
+                if isinstance(item, dict) and (key is None or key not in seen):
+                    seen.add(key)
+                    yield item
+            if not results or not page.get("next"):
+                return
+        raise APIError(f"GET {path}: the list goes on past {MAX_PAGES} pages of {PAGE_SIZE}; stopped there")
 
     def _request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None
@@ -518,33 +1184,116 @@ class ValohaiAPI:
         headers = {"Authorization": f"Token {self._token}", "Accept": "application/json"}
         if self._deadline is None:
             self._deadline = self._clock() + self._budget
-        deadline = self._deadline
         attempt = 0
         while True:
             attempt += 1
-            # A slow answer may not outlast the budget either (at least 1 s to read it).
-            read_timeout = max(1.0, min(self._timeout[1], deadline - self._clock()))
-            try:
-                response = self._session.request(
-                    method, url, params=params, json=body, headers=headers,
-                    timeout=(self._timeout[0], read_timeout), allow_redirects=False,
-                )  # fmt: skip
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if method == "POST" and not _surely_unsent(exc):
-                    raise _AmbiguousRequestError(f"{method} {path}: the answer was lost ({_one_line(exc)})") from None
-                failure: APIError = APIError(f"{method} {path}: could not reach {self.host}: {_one_line(exc)}")
-                wait = _backoff(attempt)
-            else:
-                if response.status_code not in _RETRYABLE_API_STATUSES:
-                    return _decode(method, path, response)
-                if method == "POST" and response.status_code in _AMBIGUOUS_API_STATUSES:
-                    raise _AmbiguousRequestError(_explain(method, path, response), response.status_code)
-                failure = APIError(_explain(method, path, response), response.status_code)
-                wait = max(_backoff(attempt), _retry_after(response))
-            if self._clock() + wait > deadline:
+            # The whole answer may not outlast the budget either (at least 1 s to read it).
+            seconds = max(1.0, min(sum(self._timeout), self._deadline - self._clock()))
+            timeout = (min(self._timeout[0], seconds), min(self._timeout[1], seconds))
+            answer = _exchange(
+                self._session, method, url, seconds, params=params, json=body, headers=headers, timeout=timeout
+            )
+            failure, wait = self._judge(method, path, answer, attempt)
+            if failure is None:
+                return _decode(method, path, answer)
+            if self._clock() + wait > self._deadline:
                 raise APIError(f"{failure} (gave up after {attempt} tries)", failure.status)
             _say(f"{failure}; asking again in {wait:g} s")
             self._sleep(wait)
+
+    def _judge(self, method: str, path: str, answer: _Answer, attempt: int) -> tuple[APIError | None, float]:
+        """``(None, 0)`` for an answer to decode, else the failure and how long to wait.
+
+        Raises at once what is not worth asking again.
+        """
+        status = answer.status
+        if status is None:  # no answer at all: the connection failed, or the answer was lost
+            assert answer.error is not None
+            reason = _reason(answer.error)
+            if method == "POST" and not _surely_unsent(answer.error):
+                raise _AmbiguousRequestError(f"{method} {path}: the answer was lost ({reason})")
+            failure = APIError(f"{method} {path}: could not reach {self.host}: {reason}")
+            if not self._patient:
+                raise failure
+            return failure, _backoff(attempt)
+        if status in _RETRYABLE_API_STATUSES:
+            if method == "POST" and status in _AMBIGUOUS_API_STATUSES:
+                raise _AmbiguousRequestError(_explain(method, path, answer), status)
+            return APIError(_explain(method, path, answer), status), max(_backoff(attempt), _retry_after(answer))
+        if answer.body is None and 200 <= status < 300:  # cut off, too slow or too large
+            assert answer.error is not None
+            message = f"{method} {path}: HTTP {status}, but the answer was cut off ({_reason(answer.error)})"
+            if method == "POST":
+                raise _UnreadableAnswerError(message, status)
+            return APIError(message, status), _backoff(attempt)  # reading again is harmless
+        return None, 0.0
+
+
+@dataclasses.dataclass
+class _Answer:
+    """What came back for one request, as far as it came: status, headers, body, error."""
+
+    status: int | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    body: bytes | None = None
+    error: BaseException | None = None
+    response: requests.Response | None = None
+
+
+def _exchange(session: requests.Session, method: str, url: str, seconds: float, **options: Any) -> _Answer:
+    """Send one request and read its whole answer within ``seconds``, whatever the server does."""
+    answer = _Answer()
+
+    def talk() -> None:
+        response = session.request(method, url, stream=True, allow_redirects=False, **options)
+        answer.response = response
+        answer.status, answer.headers = response.status_code, response.headers
+        with response:
+            answer.body = _read_body(response)
+
+    try:
+        _within(seconds, talk)
+    except Exception as exc:
+        answer.error = exc
+        if answer.response is not None:  # stop the reader thread's socket, if it is still reading
+            with contextlib.suppress(Exception):
+                answer.response.close()
+    return answer
+
+
+def _read_body(response: requests.Response) -> bytes:
+    chunks = []
+    size = 0
+    for chunk in response.iter_content(65536):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ValueError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _within(seconds: float, call: Callable[[], Any]) -> Any:
+    """Run ``call`` and return its result, or raise ``TimeoutError`` after ``seconds``.
+
+    Socket timeouts bound each read, not a whole answer; this bounds the whole.  The
+    call goes on in a daemon thread when the time is up, and cannot hold the process.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="retry-request", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(f"no complete answer within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def _backoff(attempt: int) -> float:
@@ -552,11 +1301,14 @@ def _backoff(attempt: int) -> float:
     return float(min(0.5 * 2 ** (attempt - 1), 16))
 
 
-def _retry_after(response: requests.Response) -> float:
+def _retry_after(answer: _Answer) -> float:
+    response = requests.Response()
+    response.status_code = answer.status or 0
+    response.headers.update(answer.headers)
     return retry_after_seconds(requests.HTTPError(response=response))
 
 
-def _surely_unsent(error: Exception) -> bool:
+def _surely_unsent(error: BaseException) -> bool:
     """True when the request never left: the connection itself could not be made."""
     if isinstance(error, requests.ConnectTimeout):
         return True
@@ -564,45 +1316,68 @@ def _surely_unsent(error: Exception) -> bool:
     return type(reason).__name__ in ("NewConnectionError", "NameResolutionError")
 
 
-def _decode(method: str, path: str, response: requests.Response) -> dict[str, Any]:
-    if not 200 <= response.status_code < 300:
-        raise APIError(_explain(method, path, response), response.status_code)
+def _reason(error: BaseException) -> str:
+    """A short reason for a failed exchange: the innermost OS error, if there is one.
+
+    ``requests`` wraps the cause of a connection failure in three layers of text with
+    the URL repeated; the user needs only "Connection refused" or "Name or service not known".
+    """
+    seen: set[int] = set()
+    pending: list[Any] = [error]
+    innermost: OSError | None = None
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            innermost = current
+        pending += [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
+    if innermost is not None:
+        return str(innermost.strerror)
+    return _one_line(error, 160) or type(error).__name__
+
+
+def _decode(method: str, path: str, answer: _Answer) -> dict[str, Any]:
+    status = answer.status or 0
+    if not 200 <= status < 300:
+        raise APIError(_explain(method, path, answer), status)
     try:
-        body = response.json()
+        body = json.loads(answer.body or b"")
     except ValueError:
-        raise APIError(f"{method} {path}: HTTP {response.status_code} with a body that is not JSON") from None
+        raise _UnreadableAnswerError(f"{method} {path}: HTTP {status} with a body that is not JSON", status) from None
     if not isinstance(body, dict):  # every answer this module uses is an object
-        raise APIError(f"{method} {path}: HTTP {response.status_code} with JSON that is not an object")
+        raise _UnreadableAnswerError(f"{method} {path}: HTTP {status} with JSON that is not an object", status)
     return body
 
 
-def _explain(method: str, path: str, response: requests.Response) -> str:
-    status = response.status_code
+def _explain(method: str, path: str, answer: _Answer) -> str:
+    status = answer.status
     where = f"{method} {path}: HTTP {status}"
     if status == 400:
-        return f"{where}, the request was rejected: {_field_errors(response)}"
+        return f"{where}, the request was rejected: {_field_errors(answer.body)}"
     if status == 401:
-        return f"{where}, {TOKEN_VARIABLE} was refused: the token is invalid or revoked; create a new one"
+        return f"{where}, VH_API_TOKEN was refused: the token is invalid or revoked; create a new one"
     if status == 403:
-        return f"{where}, {TOKEN_VARIABLE} is not allowed to do this: its user needs rights to run executions here"
+        return f"{where}, VH_API_TOKEN is not allowed to do this: its user needs rights to run executions here"
     if status == 404:
-        return f"{where}, not found: check {HOST_VARIABLE} and that the token's user can see the project"
-    if 300 <= status < 400:
-        target = response.headers.get("Location", "?")
-        return f"{where}, redirected to {target}: set {HOST_VARIABLE} to the final address (not followed)"
+        return f"{where}, not found: check VALOHAI_HOST and that the token's user can see the project"
+    if status is not None and 300 <= status < 400:
+        target = _one_line(answer.headers.get("Location", "?"), 120)
+        return f"{where}, redirected to {target}: set VALOHAI_HOST to the final address (not followed)"
     if status == 429:
         return f"{where}, rate limited"
     return f"{where}, the Valohai API failed"
 
 
-def _field_errors(response: requests.Response) -> str:
+def _field_errors(body: bytes | None) -> str:
     try:
-        body = response.json()
+        errors = json.loads(body or b"")
     except ValueError:
-        return _one_line(response.text) or "no details"
-    if isinstance(body, dict):
-        return "; ".join(f"{field}: {_flatten(value)}" for field, value in body.items()) or "no details"
-    return _flatten(body)
+        return _one_line((body or b"").decode(errors="replace"), 200) or "no details"
+    if isinstance(errors, dict):
+        return _one_line("; ".join(f"{field}: {_flatten(value)}" for field, value in errors.items())) or "no details"
+    return _one_line(_flatten(errors))
 
 
 def _flatten(value: Any) -> str:
@@ -613,287 +1388,239 @@ def _flatten(value: Any) -> str:
     return str(value)
 
 
-# --- relaunching -----------------------------------------------------------------------
-
-
-def build_retry_payload(
-    detail: Mapping[str, Any],
-    number: int,
-    *,
-    parent_id: str,
-    not_before: str | None = None,
-    config: Path | None = None,
-) -> dict[str, Any]:
-    """The body of ``POST /api/v0/executions/`` that creates retry ``number`` of ``detail``.
-
-    Copies project, commit, step, parameters, inputs, environment, image, title, time
-    limit and the non-secret environment variables.  A secret comes back from the API
-    without its value and is never sent; the project's own secret variables reach the
-    retry anyway.  Tags are the current ones with ``retry: number`` replacing old retry tags.
-    """
-    project = _id_of(detail.get("project"))
-    commit = _value_of(detail.get("commit"), "identifier")
-    step = detail.get("step")
-    missing = [name for name, value in (("project", project), ("commit", commit), ("step", step)) if not value]
-    if missing:
-        raise RetryError(f"the execution's detail lacks {', '.join(missing)}: not relaunching from partial data")
-    variables = _plain_variables(detail.get("environment_variables"))
-    variables[PARENT_VARIABLE] = parent_id
-    if not_before:
-        variables[NOT_BEFORE_VARIABLE] = not_before
-    payload: dict[str, Any] = {
-        "project": project,
-        "commit": commit,
-        "step": step,
-        "parameters": _parameters(detail, config),
-        "inputs": _inputs(detail, config),
-        "tags": retry_tags(list(detail.get("tags") or []), number),
-        "environment_variables": variables,
-    }
-    optional = {
-        "environment": _id_of(detail.get("environment")),
-        "image": detail.get("image"),
-        "title": detail.get("title"),
-        "time_limit": detail.get("time_limit"),
-    }
-    payload.update({key: value for key, value in optional.items() if value})
-    return payload
-
-
-def _id_of(value: Any) -> str | None:
-    return _value_of(value, "id")
-
-
-def _value_of(value: Any, key: str) -> str | None:
-    if isinstance(value, dict):
-        value = value.get(key)
-    return str(value) if value else None
-
-
-def _variables(value: Any) -> dict[str, Any]:
-    """Environment variables from the API as ``{name: entry}``, whatever shape they come in."""
-    if isinstance(value, list):  # tolerate [{"name": ..., "value": ...}]
-        value = {item.get("name"): item for item in value if isinstance(item, dict)}
-    return value if isinstance(value, dict) else {}
-
-
-def _variable_value(entry: Any) -> Any:
-    """A variable's value, whether the API gives ``{"value": ...}`` or the bare value."""
-    return entry.get("value") if isinstance(entry, dict) else entry
-
-
-def _plain_variables(variables: Any) -> dict[str, str]:
-    """Non-secret variables as ``{name: value}``; secrets and our own markers dropped."""
-    plain = {}
-    for name, item in _variables(variables).items():
-        secret = isinstance(item, dict) and bool(item.get("secret"))
-        value = _variable_value(item)
-        ours = name in (TOKEN_VARIABLE, PARENT_VARIABLE, NOT_BEFORE_VARIABLE)
-        if isinstance(name, str) and value is not None and not secret and not ours:
-            plain[name] = str(value)
-    return plain
-
-
-def _parameters(detail: Mapping[str, Any], config: Path | None) -> dict[str, Any]:
-    if isinstance(detail.get("parameters"), dict):
-        return dict(detail["parameters"])
-    path = (config or config_dir()) / "parameters.json"
-    return _read_json_object(path) if path.exists() else {}
-
-
-def _inputs(detail: Mapping[str, Any], config: Path | None) -> dict[str, list[str]]:
-    """Inputs as ``{name: [url, ...]}``, from the detail or else from ``inputs.json``."""
-    inputs = detail.get("inputs")
-    if isinstance(inputs, dict):
-        return {name: _urls(value) for name, value in inputs.items()}
-    if isinstance(inputs, list):
-        return {item["name"]: _urls(item) for item in inputs if isinstance(item, dict) and item.get("name")}
-    path = (config or config_dir()) / "inputs.json"
-    if not path.exists():
-        return {}
-    return {
-        name: [file["uri"] for file in value.get("files", []) if file.get("uri")]
-        for name, value in _read_json_object(path).items()
-    }
-
-
-def _urls(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [url for item in value for url in _urls(item)]
-    if isinstance(value, dict):
-        for key in ("urls", "url", "uri"):
-            if key in value:
-                return _urls(value[key])
-        return _urls(value.get("files", []))
-    return []
-
-
-def relaunch(
-    api: ValohaiAPI,
-    execution: Execution,
-    number: int,
-    *,
-    not_before: str | None = None,
-) -> dict[str, Any]:
-    """Create retry ``number`` of ``execution``; return the new execution's detail.
-
-    Creating is not idempotent: if the answer to the create call is lost, the project's
-    recent executions are searched for the retry first, and it is created again only
-    when it is not there.
-    """
-    detail = api.get(f"/api/v0/executions/{execution.id}/", {"exclude": "metadata,events"})
-    payload = build_retry_payload(detail, number, parent_id=execution.id, not_before=not_before)
-    try:
-        return api.post("/api/v0/executions/", payload)
-    except _AmbiguousRequestError as exc:
-        _say(f"{exc}; looking for the retry before asking again")
-        found = find_retry(api, execution, number)
-        if found is not None:
-            _say(f"the retry was created after all: #{found.get('counter')}")
-            return found
-    try:
-        created = api.post("/api/v0/executions/", payload)
-    except _AmbiguousRequestError as exc:
-        raise APIError(f"{exc}; the retry may or may not exist: check the project's executions") from None
-    return created
-
-
-def find_retry(api: ValohaiAPI, execution: Execution, number: int) -> dict[str, Any] | None:
-    """The retry ``number`` that ``execution`` already started, if the API lists one."""
-    page = api.get("/api/v0/executions/", {"project": execution.project_id, "ordering": "-counter", "limit": 50})
-    return _find_child(api, page.get("results") or [], execution.id, execution.counter, number)
-
-
-def _find_child(
-    api: ValohaiAPI, items: Sequence[Any], parent_id: object, parent_counter: object, number: int
-) -> dict[str, Any] | None:
-    """Among ``items``, the retry ``number`` whose ``RETRY_PARENT`` is ``parent_id``, if any."""
-    floor = parent_counter if isinstance(parent_counter, int) else 0
-    candidates = sorted(
-        (
-            item
-            for item in items
-            if isinstance(item, dict)
-            and isinstance(item.get("counter"), int)
-            and item["counter"] > floor  # a retry is always created after its parent
-            and retry_number(item.get("tags") or []) == number
-        ),
-        key=lambda item: int(item["counter"]),
+def _api_for(runtime: Runtime, token: str, *, budget: float = API_BUDGET) -> ValohaiAPI:
+    """The API client an attempt uses: its host, timeouts, clock and sleep."""
+    return ValohaiAPI(
+        token,
+        api_host(runtime.environ),
+        session=runtime.session,
+        budget=budget,
+        timeout=request_timeout(runtime.environ),
+        sleep=runtime.sleep,
+        clock=runtime.monotonic,
     )
-    return next((dict(item) for item in candidates if _parent_of(api, item) == parent_id), None)
 
 
-def _parent_of(api: ValohaiAPI, item: Mapping[str, Any]) -> str | None:
-    """The execution that ``item`` retries, from its ``RETRY_PARENT`` variable."""
-    if "environment_variables" not in item:  # list entries may be abridged
-        item = api.get(f"/api/v0/executions/{item['id']}/", {"exclude": "metadata,events"})
-    value = _variable_value(_variables(item.get("environment_variables")).get(PARENT_VARIABLE))
-    return str(value) if value else None
+# --- token, host, timeouts -------------------------------------------------------------
+
+#: Shorter tokens are refused: masking them in logs would not be safe (Valohai's have 40).
+MIN_TOKEN_LENGTH = 16
 
 
-# --- the entry point -------------------------------------------------------------------
+def read_token(environ: Mapping[str, str] | None = None) -> str:
+    """The API token from ``VH_API_TOKEN``; raise :class:`RetryError` if it is unusable.
+
+    From here on, the token is masked as ``***`` in everything this module prints.
+    """
+    token = (os.environ if environ is None else environ).get("VH_API_TOKEN", "").strip()
+    _remember_secret(token)
+    if not token:
+        raise RetryError(
+            "VH_API_TOKEN is not set: add your Valohai API token as a secret project "
+            "environment variable named VH_API_TOKEN (Project settings > Environment variables)"
+        )
+    if not token.isascii() or not token.isprintable() or any(character.isspace() for character in token):
+        # Checked here: an HTTP library's complaint about the header would quote the token.
+        raise RetryError("VH_API_TOKEN contains spaces, control characters or non-ASCII characters: paste it again")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise RetryError(
+            f"VH_API_TOKEN is too short to be an API token ({len(token)} characters): paste the whole token"
+        )
+    return token
 
 
-def _start_process(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    return subprocess.call(list(argv), env=dict(environ))
+def api_host(environ: Mapping[str, str] | None = None) -> str:
+    """The API address: ``VALOHAI_HOST`` or the default, checked to be safe for a token.
+
+    Plain ``http`` is refused unless the host is a loopback address (local tests).
+    """
+    configured = (os.environ if environ is None else environ).get("VALOHAI_HOST", "").strip()
+    return _origin(configured, "VALOHAI_HOST") if configured else DEFAULT_HOST
 
 
-def _command_line() -> list[str]:
-    # sys.orig_argv (3.10+) keeps interpreter flags such as -u or -X.
-    return list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+def _origin(address: str, name: str) -> str:
+    """``scheme://host[:port]`` of ``address``, or :class:`RetryError` if a token must not go there.
+
+    Parsed with the URL parser of the HTTP library that makes the requests (urllib3), so
+    the host checked is the host connected to.  User info, backslashes, whitespace, paths
+    and queries are refused: each is a way to make the two parsers disagree.
+    """
+    text = address.strip().rstrip("/")
+    example = "an address like https://valohai.example.com"
+    if not text or not text.isprintable() or any(character.isspace() or character in "\\@" for character in text):
+        raise RetryError(f"{name} must be {example}, without spaces, backslashes or user info; got {text[:80]!r}")
+    try:
+        url = parse_url(text)
+    except LocationParseError:
+        raise RetryError(f"{name} must be {example}, got {text[:80]!r}") from None
+    plain = urlsplit(text)
+    if url.scheme not in ("https", "http") or not url.host or (url.path or url.query or url.fragment):
+        raise RetryError(f"{name} must be {example} (no path or query), got {text[:80]!r}")
+    if (plain.hostname or "").lower() != url.host.strip("[]").lower() or plain.port != url.port:
+        raise RetryError(f"{name} is ambiguous ({text[:80]!r}): parsers disagree on its host")
+    if url.scheme == "http" and not _is_loopback(url.host.strip("[]")):
+        raise RetryError(f"{name} uses plain http ({text}): the token would travel unencrypted; use https")
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{url.host}{port}"
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def request_timeout(environ: Mapping[str, str] | None = None) -> tuple[float, float]:
+    """Connect and read timeouts for API requests; ``RETRY_API_TIMEOUT`` sets the read one."""
+    raw = (os.environ if environ is None else environ).get("RETRY_API_TIMEOUT", "").strip()
+    if not raw:
+        return REQUEST_TIMEOUT
+    try:
+        seconds = float(raw) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw) else -1.0
+    except ValueError:  # pragma: no cover - the pattern admits only valid floats
+        seconds = -1.0
+    if not 0 < seconds <= 600:
+        raise ConfigError(f"RETRY_API_TIMEOUT must be a number of seconds above 0 and at most 600, got {raw[:20]!r}")
+    return (min(REQUEST_TIMEOUT[0], seconds), seconds)
+
+
+# --- status detail and output ----------------------------------------------------------
+
+#: The longest a status detail call may take, whatever the server does.
+STATUS_DETAIL_TIMEOUT = 10.0
+_STATUS_DETAIL_LIMIT = 1000
+
+
+def set_status_detail(text: str) -> bool:
+    """Set this execution's status detail; best effort, never raises, never blocks long.
+
+    Uses the pre-signed call that Valohai puts in ``api.json`` (no token involved).
+    Returns whether it was set; locally (no ``api.json``) it does nothing.
+    """
+    text = _one_line(text, _STATUS_DETAIL_LIMIT)
+    try:
+        _send_status_detail(text)
+    except FileNotFoundError:
+        return False
+    except Exception as exc:  # a status detail must never hide the real error
+        _say(f"could not set the status detail: {_reason(exc)}")
+        return False
+    return True
+
+
+def _send_status_detail(text: str) -> None:
+    if _send_signed_request is None:  # its public helper has no timeout, but it is all there is
+        valohai.set_status_detail(text)
+        return
+    # The same call valohai.set_status_detail() makes, bounded as a whole so it cannot hang.
+    seconds = min(STATUS_DETAIL_TIMEOUT, request_timeout()[1])
+    timeout = (min(REQUEST_TIMEOUT[0], seconds), seconds)
+    _within(
+        seconds,
+        lambda: _send_signed_request(endpoint="set_status_detail", json={"status_detail": text}, timeout=timeout),
+    )
+
+
+def _finish(message: str, code: int, *, status: bool = True) -> int:
+    """End an attempt's story: the status detail (on Valohai) and the last log line."""
+    if status:
+        set_status_detail(message)
+    _say(message)
+    return code
+
+
+def _print_traceback(error: BaseException) -> None:
+    try:
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    except Exception:  # pragma: no cover - format_exception guards str() itself
+        text = f"{type(error).__name__} (its traceback could not be formatted)\n"
+    _write(_mask(text))
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message`` on one line, masked and cut; safe for any exception."""
+    name = type(error).__name__
+    try:
+        text = _one_line(error)
+    except Exception:  # an exception whose __str__ fails still gets a summary
+        text = "(its message could not be shown)"
+    return f"{name}: {text}" if text else name
+
+
+def _one_line(value: object, limit: int = 300) -> str:
+    """``value`` as one line of at most ``limit`` characters, the token masked *before* cutting."""
+    text = " ".join(_mask(str(value)).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Every token this process has used or seen: masked in everything it prints or sends.
+_secrets: set[str] = set()
+
+
+def _remember_secret(secret: str) -> None:
+    if secret:
+        _secrets.add(secret)
+
+
+def _remember_token(environ: Mapping[str, str]) -> None:
+    """Mask the token of ``environ`` (a runtime's, not only ``os.environ``) from now on."""
+    _remember_secret(str(environ.get("VH_API_TOKEN", "")).strip())
+
+
+def _mask(text: str) -> str:
+    secrets = set(_secrets)
+    secrets.add(os.environ.get("VH_API_TOKEN", "").strip())
+    for secret in sorted((secret for secret in secrets if secret), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _say(message: str) -> None:
+    _write(f"[retry] {_mask(message)}\n")
+
+
+def _write(text: str) -> None:
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed or broken: nothing else can be done
+        pass
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+
+
+# --- the world, as the retry logic sees it ---------------------------------------------
 
 
 @dataclasses.dataclass
 class Runtime:
-    """What the retry logic needs from the world; tests replace the parts they control."""
+    """What the retry logic needs from the world; tests replace the parts they control.
+
+    ``now`` is the wall clock (not-before instants cross machines); ``monotonic`` measures
+    budgets.  ``replace_process(argv, environ, cwd)`` starts a local retry in place of
+    this process; ``argv`` defaults to this process's own command line.
+    """
 
     environ: Mapping[str, str] = dataclasses.field(default_factory=lambda: os.environ)
     now: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     uniform: Callable[[float, float], float] = random.uniform
-    spawn: Callable[[Sequence[str], Mapping[str, str]], int] = _start_process
-    argv: Sequence[str] = dataclasses.field(default_factory=_command_line)
+    replace_process: Callable[[Sequence[str], Mapping[str, str], str], int] = _replace_process
+    argv: Sequence[str] | None = None
     session: requests.Session | None = None
 
     @property
     def on_valohai(self) -> bool:
         """Whether this is a Valohai execution (``VH_JOB_ID`` set)."""
         return bool(self.environ.get("VH_JOB_ID"))
-
-
-def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime | None = None, **settings: Any) -> T:
-    """Call ``fn``; on a transient error start a retry and exit, else fail for good.
-
-    Settings are :class:`Policy` fields (``retries=3, delay=60, ...``) or a ``policy``.
-    Returns what ``fn`` returns.  On failure the process exits with one of the
-    ``EXIT_*`` codes after printing the traceback and a one-line summary.
-    """
-    runtime = runtime or Runtime()
-    try:
-        policy = policy or Policy(**settings)
-    except (ConfigError, TypeError) as exc:
-        _fail(f"invalid retry settings: {exc}", EXIT_BAD_CONFIG)
-    number = current_retry(runtime)
-    _announce(policy, number, runtime)
-    wait_for_turn(policy, number, runtime)
-    try:
-        result = fn()
-    except Exception as error:  # the point is to classify any failure
-        code = handle_failure(error, policy, runtime=runtime)
-        del error  # drop the traceback's frames before a local retry runs beside them
-        sys.exit(code)
-    _say(f"attempt {number + 1} succeeded")
-    return result
-
-
-def current_retry(runtime: Runtime | None = None) -> int:
-    """This attempt's retry number: 0 for the first attempt, N for the one tagged ``retry: N``."""
-    runtime = runtime or Runtime()
-    if runtime.on_valohai:
-        try:
-            return read_execution().retry
-        except RetryError:
-            return 0  # reported properly when a relaunch is needed
-    value = runtime.environ.get(LOCAL_RETRY_VARIABLE, "0")
-    return int(value) if value.isdigit() else 0
-
-
-def _announce(policy: Policy, number: int, runtime: Runtime) -> None:
-    where = "on Valohai" if runtime.on_valohai else "locally"
-    tag = f", tag '{format_retry_tag(number)}'" if number else ""
-    _say(f"attempt {number + 1} of up to {policy.retries + 1} {where}{tag}")
-    if runtime.on_valohai and policy.retries and not runtime.environ.get(TOKEN_VARIABLE, "").strip():
-        _say(f"warning: {TOKEN_VARIABLE} is not set, so a failure here cannot start a retry")
-
-
-def wait_for_turn(policy: Policy, number: int, runtime: Runtime) -> float:
-    """Wait until the not-before instant a retry was given, if any; return the wait.
-
-    An unparsable instant, or one further away than the policy's longest wait (clock
-    skew, tampering), is clamped to that longest wait with a warning.
-    """
-    raw = runtime.environ.get(NOT_BEFORE_VARIABLE)
-    if not raw or number == 0:
-        return 0.0
-    longest = policy.max_delay
-    try:
-        remaining = _parse_instant(raw) - runtime.now()
-    except ValueError:
-        _say(f"warning: {NOT_BEFORE_VARIABLE}={raw!r} is not an ISO 8601 instant; waiting {longest:g} s")
-        remaining = longest
-    if remaining > longest:
-        _say(
-            f"warning: {NOT_BEFORE_VARIABLE} is {remaining:.0f} s away, more than the policy allows;"
-            f" waiting {longest:g} s"
-        )
-        remaining = longest
-    if remaining <= 0:
-        return 0.0
-    set_status_detail(f"Waiting {remaining:.0f} s before retry {number}/{policy.retries} starts work")
-    countdown(remaining, f"retry {number}/{policy.retries} starts work", runtime.sleep)
-    return remaining
 
 
 def _parse_instant(text: str) -> float:
@@ -904,201 +1631,49 @@ def _parse_instant(text: str) -> float:
 
 
 def _format_instant(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    """``timestamp`` as an ISO 8601 UTC instant in milliseconds, rounded *up* (never early)."""
+    milliseconds = -(-int(timestamp * 1_000_000) // 1000)  # ceiling, in integers: no float rounding
+    moment = _EPOCH + datetime.timedelta(milliseconds=milliseconds)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def countdown(seconds: float, what: str, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Sleep ``seconds``, logging what remains so a long wait is visibly alive."""
-    _say(f"waiting {seconds:.0f} s before {what}")
-    if seconds <= 5:
-        sleep(seconds)
-        return
-    tick = 1.0 if seconds <= 10 else 10.0 if seconds <= 300 else 60.0
-    remaining = seconds
-    while remaining > 0:
-        step = min(tick, remaining)
-        sleep(step)
-        remaining -= step
-        if remaining > 0:
-            _say(f"  {remaining:.0f} s left")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | None = None) -> int:
-    """Deal with ``error`` from an attempt: retry it or give up; return the exit code.
-
-    Prints the traceback and a one-line summary, and sets the status detail.
-    """
-    runtime = runtime or Runtime()
-    _print_traceback(error)
-    summary = _describe(error)
-    number = current_retry(runtime)
-    if not policy.should_retry(error):
-        return _finish(f"Not retried (not a transient error): {summary}", EXIT_GAVE_UP)
-    if number > MAX_RETRIES:
-        message = (
-            f"Not retried: this execution is tagged as retry {number}, above the ceiling of {MAX_RETRIES};"
-            f" remove its 'retry:' tag to start a new chain: {summary}"
-        )
-        return _finish(message, EXIT_GAVE_UP)
-    if number >= policy.retries:
-        plural = "retry" if number == 1 else "retries"
-        return _finish(f"Gave up after {number} {plural}: {summary}", EXIT_GAVE_UP)
-    try:
-        if runtime.on_valohai:
-            return _retry_on_valohai(error, summary, policy, number + 1, runtime)
-        return _retry_locally(error, summary, policy, number + 1, runtime)
-    except RetryError as exc:
-        return _finish(f"{summary} - could not start retry {number + 1}/{policy.retries}: {exc}", exc.exit_code)
-    except Exception as exc:  # a bug or an API answer of a shape never seen: still end clearly
-        _print_traceback(exc)
-        message = f"{summary} - could not start retry {number + 1}/{policy.retries}: unexpected {_describe(exc)}"
-        return _finish(message, EXIT_RELAUNCH_FAILED)
+# --- chain query (a command for a laptop) ----------------------------------------------
 
 
-def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, number: int, runtime: Runtime) -> int:
-    token = read_token(runtime.environ)
-    execution = read_execution()
-    if execution.pipeline_id:
-        raise RetryError("this execution runs in a pipeline, which owns retrying: give its node on-error: retry")
-    if execution.task_id:
-        _say("this execution belongs to a task; the retry will run outside the task")
-    api = ValohaiAPI(
-        token,
-        runtime.environ.get(HOST_VARIABLE),
-        session=runtime.session,
-        timeout=request_timeout(runtime.environ),
-        sleep=runtime.sleep,
-        clock=runtime.now,
-    )
-    not_before = _plan_wait(error, policy, number, runtime)
-    created = relaunch(api, execution, number, not_before=not_before)
-    counter = created.get("counter")
-    _say(f"retry {number}/{policy.retries} is execution #{counter}: {(created.get('urls') or {}).get('display', '')}")
-    message = f"{summary} - retry {number}/{policy.retries} started as #{counter}"
-    if number == 1 and policy.retries > 1:  # the project's variables do not change along the chain
-        message += _token_warning(api, execution.project_id, counter)
-    return _finish(message, EXIT_RETRY_STARTED)
-
-
-def _token_warning(api: ValohaiAPI, project_id: str, counter: object) -> str:
-    """A warning if the retry will lack the token, because it is not a project variable.
-
-    A token set on one execution only is not copied (a secret's value never leaves the
-    API), so the retry could not start retries of its own. Best effort: "" if unsure.
-    """
-    try:
-        project = api.get(f"/api/v0/projects/{project_id}/")
-    except RetryError as exc:
-        _say(f"could not check the project's variables: {exc}")
-        return ""
-    if "environment_variables" not in project or TOKEN_VARIABLE in _variables(project["environment_variables"]):
-        return ""
-    warning = (
-        f"warning: {TOKEN_VARIABLE} is not a project variable, so #{counter} cannot start further retries:"
-        f" add it as a secret in Project settings > Environment variables"
-    )
-    _say(warning)
-    return f"; {warning}"
-
-
-def _retry_locally(error: BaseException, summary: str, policy: Policy, number: int, runtime: Runtime) -> int:
-    not_before = _plan_wait(error, policy, number, runtime)
-    _finish(f"{summary} - starting retry {number}/{policy.retries} as a new process", EXIT_RETRY_STARTED)
-    environ = {**runtime.environ, LOCAL_RETRY_VARIABLE: str(number)}
-    environ.pop(NOT_BEFORE_VARIABLE, None)
-    if not_before:
-        environ[NOT_BEFORE_VARIABLE] = not_before
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # The retry's exit code is the outcome of the whole chain, as the shell should see it.
-    return runtime.spawn(runtime.argv, environ)
-
-
-def _plan_wait(error: BaseException, policy: Policy, number: int, runtime: Runtime) -> str | None:
-    """Wait here (``wait_in="failed"``) or return the retry's not-before instant."""
-    wait = policy.wait_before(number, error, uniform=runtime.uniform, now=runtime.now())
-    if policy.wait_in == "failed":
-        countdown(wait, f"starting retry {number}/{policy.retries}", runtime.sleep)
-        return None
-    _say(f"retry {number}/{policy.retries} will wait {wait:.0f} s before it starts work")
-    return _format_instant(runtime.now() + wait)
-
-
-def _finish(message: str, code: int) -> int:
-    set_status_detail(message)
-    _say(message)
-    return code
-
-
-def _print_traceback(error: BaseException) -> None:
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    print(_redact(text), end="", file=sys.stderr)
-
-
-def _describe(error: BaseException) -> str:
-    text = _one_line(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _one_line(value: object, limit: int = 300) -> str:
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _redact(text: str) -> str:
-    token = os.environ.get(TOKEN_VARIABLE, "").strip()
-    return text.replace(token, "***") if len(token) >= 4 else text
-
-
-def _say(message: str) -> None:
-    print(f"[retry] {_redact(message)}", file=sys.stderr, flush=True)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    _say(message)
-    sys.exit(code)
-
-
-# --- chain query -----------------------------------------------------------------------
-
-
-def chain(api: ValohaiAPI, project_id: str, counter: int, *, scan: int = 200) -> list[dict[str, Any]]:
+def chain(api: ValohaiAPI, project_id: str, counter: int) -> list[dict[str, Any]]:
     """Every attempt of the chain that execution ``counter`` belongs to, oldest first."""
     attempts = [api.get(f"/api/v0/executions/{project_id}:{counter}/", {"exclude": "metadata,events"})]
-    # Backwards through RETRY_PARENT; the bound stops a tampered variable from looping.
-    while len(attempts) <= MAX_RETRIES and (parent := _parent_of(api, attempts[0])) is not None:
+    seen = {attempts[0].get("id")}
+    # Backwards through RETRY_PARENT; a tampered variable cannot make it loop.
+    while len(attempts) <= MAX_RETRIES and (parent := _parent_of(api, attempts[0])) not in (None, *seen):
         attempts.insert(0, api.get(f"/api/v0/executions/{parent}/", {"exclude": "metadata,events"}))
-    later = _recent_executions(api, project_id, scan)
-    while True:  # forwards: each child has a higher counter, so this ends
+        seen.add(parent)
+    later: list[dict[str, Any]] = []
+    for item in executions_newest_first(api, project_id):
+        if not isinstance(item.get("counter"), int) or item["counter"] <= attempts[-1].get("counter", 0):
+            break
+        later.append(item)
+    while True:  # forwards: each child has a higher counter than its parent, so this ends
         last = attempts[-1]
-        number = retry_number(last.get("tags") or []) + 1
-        child = _find_child(api, later, last.get("id"), last.get("counter"), number)
+        number = retry_number(_tags(last)) + 1
+        candidates = [
+            item for item in later if item["counter"] > last["counter"] and retry_number(_tags(item)) == number
+        ]
+        child = _first_child(api, candidates, str(last.get("id")))
         if child is None:
             return attempts
         attempts.append(child)
-
-
-def _recent_executions(api: ValohaiAPI, project_id: str, scan: int) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    page = api.get("/api/v0/executions/", {"project": project_id, "ordering": "-counter", "limit": 100})
-    while True:
-        found.extend(item for item in page.get("results") or [] if isinstance(item, dict))
-        next_url = page.get("next")
-        if not next_url or len(found) >= scan:
-            return found
-        # Only the path and query are taken: the token goes to our host, whatever "next" says.
-        parts = urlsplit(next_url)
-        page = api.get(f"{parts.path}?{parts.query}")
 
 
 def format_chain(attempts: Sequence[Mapping[str, Any]]) -> str:
     """A table of attempts: counter, retry number, status, status detail, URL."""
     lines = []
     for item in attempts:
-        number = retry_number(item.get("tags") or [])
-        fields = [f"#{item.get('counter')}", f"retry {number}", item.get("status", "?")]
-        fields += [item.get("status_detail") or "-", (item.get("urls") or {}).get("display", "")]
+        fields = [_counter_text(item), f"retry {retry_number(_tags(item))}", item.get("status", "?")]
+        fields += [_one_line(item.get("status_detail") or "-"), _display_url(item)]
         lines.append("  ".join(str(field) for field in fields))
     return "\n".join(lines)
 
@@ -1116,11 +1691,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetryError:
         _fail("no project: pass --project <id> (Project settings shows it) or set VH_PROJECT_ID", EXIT_BAD_CONFIG)
     try:
-        api = ValohaiAPI(read_token(), timeout=request_timeout())
+        api = ValohaiAPI(read_token(), timeout=request_timeout(), budget=CHECK_BUDGET, patient=False)
         print(format_chain(chain(api, project, args.counter)))
     except RetryError as exc:
         _fail(str(exc), exc.exit_code)
     return 0
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    _say(message)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -58,11 +58,23 @@ class Spawned:
     """Records the local relaunches instead of starting processes."""
 
     calls: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
     exit_code: int = 0
 
-    def __call__(self, argv: Any, env: Any) -> int:
+    def __call__(self, argv: Any, env: Any, cwd: str) -> int:
         self.calls.append((list(argv), dict(env)))
+        self.folders.append(cwd)
         return self.exit_code
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_state() -> Iterator[None]:
+    """Each test is a new process to retry.py: no attempt read, no failure handled, no secrets."""
+    retry._process = retry._ProcessState()
+    retry._secrets.clear()
+    yield
+    retry._process = retry._ProcessState()
+    retry._secrets.clear()
 
 
 @pytest.fixture
@@ -84,9 +96,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "VH_API_TOKEN",
         "VALOHAI_HOST",
         "VH_PROJECT_ID",
-        retry.NOT_BEFORE_VARIABLE,
-        retry.PARENT_VARIABLE,
-        retry.LOCAL_RETRY_VARIABLE,
+        "RETRY_NOT_BEFORE",
+        "RETRY_PARENT",
+        "RETRY_LOCAL_NUMBER",
         "TRAIN_OUTAGE_ATTEMPTS",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -133,9 +145,10 @@ def runtime(clock: FakeClock, spawned: Spawned) -> retry.Runtime:
     return retry.Runtime(
         environ=os.environ,
         now=clock.now,
+        monotonic=clock.now,
         sleep=clock.sleep,
         uniform=lambda low, high: high,
-        spawn=spawned,
+        replace_process=spawned,
         argv=["python", "train.py", "--delay=5"],
     )
 

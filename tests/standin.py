@@ -357,7 +357,7 @@ class Platform:
             "VH_OUTPUTS_DIR": str(folder / "outputs"),
             "VALOHAI_HOST": self.host,
             "TRAIN_EPOCH_SECONDS": str(self.epoch_seconds),
-            retry.TIMEOUT_VARIABLE: str(self.read_timeout),
+            "RETRY_API_TIMEOUT": str(self.read_timeout),
             **self.extra_env,
             **execution.environment_variables,
         }

@@ -16,7 +16,7 @@ AUTH = matchers.header_matcher({"Authorization": f"Token {TOKEN}"})
 
 def execution(counter: int, retry_number: int, status: str, detail: str | None, parent: str | None) -> dict[str, Any]:
     tags = ["nightly"] + ([f"retry: {retry_number}"] if retry_number else [])
-    variables = {retry.PARENT_VARIABLE: {"value": parent, "secret": False}} if parent else {}
+    variables = {"RETRY_PARENT": {"value": parent, "secret": False}} if parent else {}
     return {
         "id": f"id-{counter}",
         "counter": counter,
@@ -42,7 +42,12 @@ def test_chain_lists_every_attempt_oldest_first(
     api.get(
         f"{HOST}/api/v0/executions/",
         json={"results": [abridged, unrelated, second, first], "next": None},
-        match=[AUTH, matchers.query_param_matcher({"project": PROJECT_ID, "ordering": "-counter", "limit": "100"})],
+        match=[
+            AUTH,
+            matchers.query_param_matcher(
+                {"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "0"}
+            ),
+        ],
     )
     api.get(f"{HOST}/api/v0/executions/id-44/", json=third, match=[AUTH])
 
@@ -69,10 +74,12 @@ def test_chain_without_a_token_names_the_variable(clean_env: pytest.MonkeyPatch,
 
 
 def test_a_parent_loop_cannot_hang_the_query(clean_env: pytest.MonkeyPatch, api: responses.RequestsMock) -> None:
-    looping = execution(42, 1, "error", None, "id-42")  # tampered: its own parent
+    first = execution(41, 1, "error", None, "id-42")  # tampered: 41 and 42 name each other as parent
+    looping = execution(42, 1, "error", None, "id-41")
     api.get(f"{HOST}/api/v0/executions/{PROJECT_ID}:42/", json=looping)
-    api.get(f"{HOST}/api/v0/executions/id-42/", json=looping)
-    api.get(f"{HOST}/api/v0/executions/", json={"results": [looping], "next": None})
+    api.get(f"{HOST}/api/v0/executions/id-41/", json=first)
+    api.get(f"{HOST}/api/v0/executions/", json={"results": [looping, first], "next": None})
 
     attempts = retry.chain(retry.ValohaiAPI(TOKEN), PROJECT_ID, 42)
-    assert len(attempts) == retry.MAX_RETRIES + 1
+    assert [item["counter"] for item in attempts] == [41, 42]
+    assert len(api.calls) == 3

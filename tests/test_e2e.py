@@ -37,7 +37,7 @@ def assert_recovered_on_retry_1(platform: Platform, executions: list[Execution])
     assert first.status_detail is not None
     assert first.status_detail.endswith(f"retry 1/3 started as #{second.counter}")
     assert (second.status, second.tags) == ("complete", ["nightly", "retry: 1"])
-    assert second.environment_variables[retry.PARENT_VARIABLE] == first.id
+    assert second.environment_variables["RETRY_PARENT"] == first.id
 
 
 def test_success_first_time_creates_nothing(platform: Platform) -> None:

@@ -57,9 +57,9 @@ def instant(timestamp: float) -> str:
 
 
 def expected_payload(tags: list[str], not_before: str | None) -> dict[str, Any]:
-    variables = {"LOG_LEVEL": "info", retry.PARENT_VARIABLE: EXECUTION_ID}
+    variables = {"LOG_LEVEL": "info", "RETRY_PARENT": EXECUTION_ID}
     if not_before:
-        variables[retry.NOT_BEFORE_VARIABLE] = not_before
+        variables["RETRY_NOT_BEFORE"] = not_before
     return {
         "project": PROJECT_ID,
         "commit": "5f2c1a9e0b7d4c3a8e6f1d2b9c0a7e4f3b2d1c0a",
@@ -137,8 +137,8 @@ def test_a_retry_counts_on_from_its_own_tag(
     set_tags(config_dir, ["nightly", "retry: 1"])
     detail = load_fixture("execution-detail.json")
     detail["tags"] = ["nightly", "retry: 1"]
-    detail["environment_variables"][retry.PARENT_VARIABLE] = {"value": "older-id", "secret": False}
-    detail["environment_variables"][retry.NOT_BEFORE_VARIABLE] = {"value": "2020-01-01T00:00:00Z", "secret": False}
+    detail["environment_variables"]["RETRY_PARENT"] = {"value": "older-id", "secret": False}
+    detail["environment_variables"]["RETRY_NOT_BEFORE"] = {"value": "2020-01-01T00:00:00Z", "secret": False}
     expect_detail(api, detail)
     payload = expected_payload(["nightly", "retry: 2"], instant(clock.now_value + 60))
     api.post(CREATE_URL, json={**CREATED, "counter": 43}, status=201, match=[matchers.json_params_matcher(payload)])
@@ -304,11 +304,16 @@ def test_a_lost_create_answer_adopts_the_retry_instead_of_creating_another(
     expect_detail(api)
     api.post(CREATE_URL, body=requests.ConnectionError("Connection aborted: RemoteDisconnected"))
     listing = load_fixture("execution-list.json")
-    listing["results"][0]["environment_variables"] = {retry.PARENT_VARIABLE: {"value": EXECUTION_ID, "secret": False}}
+    listing["results"][0]["environment_variables"] = {"RETRY_PARENT": {"value": EXECUTION_ID, "secret": False}}
     api.get(
         CREATE_URL,
         json=listing,
-        match=[AUTH, matchers.query_param_matcher({"project": PROJECT_ID, "ordering": "-counter", "limit": "50"})],
+        match=[
+            AUTH,
+            matchers.query_param_matcher(
+                {"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "0"}
+            ),
+        ],
     )
     expect_project(api)
     expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
@@ -325,9 +330,7 @@ def test_a_lost_create_that_created_nothing_is_sent_once_more(
     expect_detail(api)
     api.post(CREATE_URL, status=504)
     listing = load_fixture("execution-list.json")
-    listing["results"][0]["environment_variables"] = {
-        retry.PARENT_VARIABLE: {"value": "another-chain", "secret": False}
-    }
+    listing["results"][0]["environment_variables"] = {"RETRY_PARENT": {"value": "another-chain", "secret": False}}
     api.get(CREATE_URL, json=listing)
     api.post(CREATE_URL, json=CREATED, status=201)
     expect_project(api)
@@ -364,7 +367,7 @@ def test_payload_never_copies_secrets_or_the_token() -> None:
         "EMPTY": {"value": "", "secret": False},
     }
     payload = retry.build_retry_payload(detail, 1, parent_id="p")
-    assert payload["environment_variables"] == {"LOG_LEVEL": "info", "EMPTY": "", retry.PARENT_VARIABLE: "p"}
+    assert payload["environment_variables"] == {"LOG_LEVEL": "info", "EMPTY": "", "RETRY_PARENT": "p"}
 
 
 def test_payload_refuses_partial_data() -> None:
@@ -524,7 +527,7 @@ def test_a_token_with_inner_whitespace_is_refused_without_quoting_it(
 
     assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
     err = capsys.readouterr().err
-    assert "VH_API_TOKEN contains spaces or control characters: paste the token again" in err
+    assert "VH_API_TOKEN contains spaces, control characters or non-ASCII characters: paste it again" in err
     assert "3f9a" not in err
 
 

@@ -48,9 +48,9 @@ def test_local_failure_relaunches_the_same_command_as_a_new_process(
     assert exit_info.value.code == 0  # the chain's outcome is the last attempt's
     [(argv, env)] = spawned.calls
     assert argv == ["python", "train.py", "--delay=5"]
-    assert env[retry.LOCAL_RETRY_VARIABLE] == "1"
+    assert env["RETRY_LOCAL_NUMBER"] == "1"
     assert env["SOME_SETTING"] == "kept"
-    assert retry._parse_instant(env[retry.NOT_BEFORE_VARIABLE]) == pytest.approx(clock.now_value + 5)
+    assert retry._parse_instant(env["RETRY_NOT_BEFORE"]) == pytest.approx(clock.now_value + 5)
     assert clock.sleeps == []
     err = capsys.readouterr().err
     assert "attempt 1 of up to 3 locally" in err
@@ -60,8 +60,8 @@ def test_local_failure_relaunches_the_same_command_as_a_new_process(
 def test_local_retry_waits_for_its_turn_then_works(
     clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock, capsys: Any
 ) -> None:
-    clean_env.setenv(retry.LOCAL_RETRY_VARIABLE, "1")
-    clean_env.setenv(retry.NOT_BEFORE_VARIABLE, iso(clock.now_value + 23))
+    clean_env.setenv("RETRY_LOCAL_NUMBER", "1")
+    clean_env.setenv("RETRY_NOT_BEFORE", iso(clock.now_value + 23))
     started_at: list[float] = []
 
     retry.run(lambda: started_at.append(clock.now()), retries=3, runtime=runtime)
@@ -77,8 +77,8 @@ def test_local_retry_waits_for_its_turn_then_works(
 def test_a_passed_not_before_costs_no_wait(
     clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock
 ) -> None:
-    clean_env.setenv(retry.LOCAL_RETRY_VARIABLE, "1")
-    clean_env.setenv(retry.NOT_BEFORE_VARIABLE, iso(clock.now_value - 100))
+    clean_env.setenv("RETRY_LOCAL_NUMBER", "1")
+    clean_env.setenv("RETRY_NOT_BEFORE", iso(clock.now_value - 100))
     retry.run(lambda: None, runtime=runtime)
     assert clock.sleeps == []
 
@@ -87,8 +87,8 @@ def test_a_passed_not_before_costs_no_wait(
 def test_a_bad_or_far_not_before_is_clamped_to_the_longest_wait(
     clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock, capsys: Any, value: str
 ) -> None:
-    clean_env.setenv(retry.LOCAL_RETRY_VARIABLE, "2")
-    clean_env.setenv(retry.NOT_BEFORE_VARIABLE, value)
+    clean_env.setenv("RETRY_LOCAL_NUMBER", "2")
+    clean_env.setenv("RETRY_NOT_BEFORE", value)
     retry.run(lambda: None, delay=5, max_delay=30, runtime=runtime)
     assert clock.slept == 30
     assert "warning: RETRY_NOT_BEFORE" in capsys.readouterr().err
@@ -97,7 +97,7 @@ def test_a_bad_or_far_not_before_is_clamped_to_the_longest_wait(
 def test_local_exhaustion_gives_up_without_a_new_process(
     clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned, capsys: Any
 ) -> None:
-    clean_env.setenv(retry.LOCAL_RETRY_VARIABLE, "2")
+    clean_env.setenv("RETRY_LOCAL_NUMBER", "2")
     with pytest.raises(SystemExit) as exit_info:
         retry.run(failing, retries=2, runtime=runtime)
     assert exit_info.value.code == retry.EXIT_GAVE_UP
@@ -130,7 +130,7 @@ def test_a_retry_on_valohai_waits_and_says_so_in_the_status_detail(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     set_tags(config_dir, ["nightly", "retry: 2"])
-    monkeypatch.setenv(retry.NOT_BEFORE_VARIABLE, iso(clock.now_value + 23))
+    monkeypatch.setenv("RETRY_NOT_BEFORE", iso(clock.now_value + 23))
     api.post(STATUS_URL)
 
     retry.run(lambda: None, retries=3, runtime=runtime)
