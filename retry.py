@@ -260,6 +260,8 @@ def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, progre
     if _out_of_retries(done, policy):
         return _finish(_gave_up_message(done, summary), EXIT_GAVE_UP)
     not_before = _plan_wait(error, policy, progress.number, runtime)
+    if not_before is None:  # the delay was spent waiting here: it is not the API's time
+        api.reset_budget()
     payload = build_retry_payload(detail, progress.number, parent_id=execution.id, not_before=not_before)
     created = relaunch(api, execution, progress.number, payload, progress=progress)
     return _announce_retry(api, execution, created, summary=summary, policy=policy, number=progress.number)
@@ -287,31 +289,40 @@ def relaunch(
         progress.maybe_created = True
         return _create(api, payload)
     except _UnreadableAnswerError as exc:
-        return _look_up_created(api, execution, number, exc)
+        return _look_up_created(api, execution, number, payload, exc)
     except _AmbiguousRequestError as exc:
         _say(f"{exc}; looking for the retry before asking again")
     except RetryError:  # a definite refusal: nothing was created
         progress.maybe_created = False
         raise
-    found = find_retry(api, execution.project_id, execution.id, number, parent_counter=execution.counter)
+    found = _find_created(api, execution, number, payload)
     if found is not None:
         _say(f"the retry was created after all: {_counter_text(found)}")
         return found
     try:
         return _create(api, payload)
     except _UnreadableAnswerError as exc:
-        return _look_up_created(api, execution, number, exc)
+        return _look_up_created(api, execution, number, payload, exc)
 
 
 def _create(api: ValohaiAPI, payload: Mapping[str, Any]) -> dict[str, Any]:
     return api.post("/api/v0/executions/", payload)
 
 
-def _look_up_created(api: ValohaiAPI, execution: Execution, number: int, error: APIError) -> dict[str, Any]:
+def _find_created(
+    api: ValohaiAPI, execution: Execution, number: int, payload: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    like = {key: payload.get(key) for key in ("step", "title", "parameters")}
+    return find_retry(api, execution.project_id, execution.id, number, parent_counter=execution.counter, like=like)
+
+
+def _look_up_created(
+    api: ValohaiAPI, execution: Execution, number: int, payload: Mapping[str, Any], error: APIError
+) -> dict[str, Any]:
     """The retry a create call made although its answer was unreadable (``{}`` if not found)."""
     _say(f"{error}; the retry was created, looking up its number")
     try:
-        found = find_retry(api, execution.project_id, execution.id, number, parent_counter=execution.counter)
+        found = _find_created(api, execution, number, payload)
     except Exception as exc:  # the retry exists either way: this only names it
         _say(f"could not look up the retry's number: {_one_line(exc)}")
         return {}
@@ -368,7 +379,8 @@ def _stand_down_if_duplicate(attempt: _Attempt, policy: Policy, runtime: Runtime
         token = read_token(runtime.environ)
         execution = read_execution()
         api = _api_for(runtime, token, budget=CHECK_BUDGET)
-        twin = find_retry(api, execution.project_id, attempt.parent, attempt.number, below=execution.counter)
+        like = {"step": execution.step, "title": execution.title}
+        twin = find_retry(api, execution.project_id, attempt.parent, attempt.number, below=execution.counter, like=like)
     except Exception as exc:  # the check is a safeguard: without it the work still happens
         reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {_describe(exc)}"
         _say(f"could not check that this is the only {which} of its parent, so doing the work: {reason}")
@@ -417,9 +429,7 @@ def _command_line() -> list[str]:
     """This process's command line, runnable again from the folder it started in."""
     script = sys.argv[0] if sys.argv else ""
     if script in ("", "-"):
-        raise RetryError(
-            "the script was read from standard input, so it cannot be run again: save it to a file and run that"
-        )
+        raise RetryError("the script was read from standard input, so it cannot be run again: save it to a file")
     if not sys.executable:
         raise RetryError("the path of the Python interpreter is unknown (sys.executable is empty)")
     original = list(getattr(sys, "orig_argv", None) or [])  # 3.10+: keeps flags such as -u or -X
@@ -918,7 +928,7 @@ def _is_text(value: Any) -> bool:
 # --- finding a retry in the project's executions ---------------------------------------
 
 #: At most this many execution details are read to learn candidates' RETRY_PARENT.
-MAX_DETAIL_LOOKUPS = 50
+MAX_DETAIL_LOOKUPS = 200
 
 
 def find_retry(
@@ -929,13 +939,16 @@ def find_retry(
     *,
     parent_counter: int | None = None,
     below: int | None = None,
+    like: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The first execution (lowest counter) that is retry ``number`` of ``parent_id``, if any.
 
     Scans the project's executions newest first, page by page, down to the parent (its
     counter, when known, or its id), so a busy project cannot hide the retry.  ``below``
-    skips executions from that counter up (a retry looking for an earlier copy of itself).
-    Bounded in pages, detail reads and the API client's time budget.
+    skips executions from that counter up (a retry looking for an earlier copy of itself);
+    ``like`` holds fields a copy must share (``step``, ``title``, ``parameters``), which
+    spares reading the details of executions that differ in them.  Bounded in pages,
+    detail reads and the API client's time budget.
     """
     candidates = []
     for item in executions_newest_first(api, project_id):
@@ -944,9 +957,14 @@ def find_retry(
             continue
         if item.get("id") == parent_id or (parent_counter is not None and counter <= parent_counter):
             break
-        if (below is None or counter < below) and retry_number(_tags(item)) == number:
+        if (below is None or counter < below) and retry_number(_tags(item)) == number and _alike(item, like or {}):
             candidates.append(item)
     return _first_child(api, candidates, parent_id)
+
+
+def _alike(item: Mapping[str, Any], like: Mapping[str, Any]) -> bool:
+    """False when ``item`` shows a field that differs from ``like``: it cannot be a copy."""
+    return all(item.get(key) in (None, value) for key, value in like.items() if value is not None)
 
 
 def _first_child(api: ValohaiAPI, candidates: Sequence[Mapping[str, Any]], parent_id: str) -> dict[str, Any] | None:
@@ -1153,6 +1171,10 @@ class ValohaiAPI:
         """
         return self._request("POST", path, body=dict(body))
 
+    def reset_budget(self) -> None:
+        """Give the calls from now on a whole budget again (after a deliberate wait)."""
+        self._deadline = None
+
     def pages(self, path: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """The items of a paged list, page by page with ``limit`` and ``offset``.
 
@@ -1163,11 +1185,13 @@ class ValohaiAPI:
         hold the caller.
         """
         seen: set[object] = set()
-        for number in range(MAX_PAGES):
-            page = self.get(path, {**params, "limit": PAGE_SIZE, "offset": number * PAGE_SIZE})
+        offset = 0
+        for _ in range(MAX_PAGES):
+            page = self.get(path, {**params, "limit": PAGE_SIZE, "offset": offset})
             results = page.get("results")
             if not isinstance(results, list):
                 raise APIError(f"GET {path}: a list page without results")
+            offset += len(results)  # a server may serve fewer than asked for: skip nothing
             for item in results:
                 key = item.get("id") if isinstance(item, dict) else None
                 if isinstance(item, dict) and (key is None or key not in seen):
@@ -1187,8 +1211,10 @@ class ValohaiAPI:
         attempt = 0
         while True:
             attempt += 1
-            # The whole answer may not outlast the budget either (at least 1 s to read it).
-            seconds = max(1.0, min(sum(self._timeout), self._deadline - self._clock()))
+            left = self._deadline - self._clock()
+            if left <= 0:  # the budget bounds the whole relaunch, successful requests included
+                raise APIError(f"{method} {path}: out of time (the API calls may take {self._budget:g} s in all)")
+            seconds = min(sum(self._timeout), left)  # the whole answer, not only each read
             timeout = (min(self._timeout[0], seconds), min(self._timeout[1], seconds))
             answer = _exchange(
                 self._session, method, url, seconds, params=params, json=body, headers=headers, timeout=timeout
@@ -1255,10 +1281,22 @@ def _exchange(session: requests.Session, method: str, url: str, seconds: float, 
         _within(seconds, talk)
     except Exception as exc:
         answer.error = exc
-        if answer.response is not None:  # stop the reader thread's socket, if it is still reading
-            with contextlib.suppress(Exception):
-                answer.response.close()
+        if answer.response is not None:
+            _hang_up(answer.response)
     return answer
+
+
+def _hang_up(response: requests.Response) -> None:
+    """End the connection under a reader thread that is still at it, if it can be found.
+
+    Closing the response itself would wait for the reader's lock; shutting the socket
+    down ends its read at once.  Best effort: the thread is a daemon either way.
+    """
+    connection = getattr(response.raw, "connection", None) or getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _read_body(response: requests.Response) -> bytes:
@@ -1317,25 +1355,24 @@ def _surely_unsent(error: BaseException) -> bool:
 
 
 def _reason(error: BaseException) -> str:
-    """A short reason for a failed exchange: the innermost OS error, if there is one.
+    """A short reason for a failed exchange: its innermost cause, e.g. "Connection refused".
 
-    ``requests`` wraps the cause of a connection failure in three layers of text with
-    the URL repeated; the user needs only "Connection refused" or "Name or service not known".
+    ``requests`` wraps the cause of a connection failure in layers of text with the URL
+    repeated; the user needs only the last link of the chain.
     """
     seen: set[int] = set()
     pending: list[Any] = [error]
-    innermost: OSError | None = None
+    innermost = error
     while pending:
         current = pending.pop(0)
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            innermost = current
+        innermost = current
         pending += [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
-    if innermost is not None:
+    if isinstance(innermost, OSError) and innermost.strerror:
         return str(innermost.strerror)
-    return _one_line(error, 160) or type(error).__name__
+    return _one_line(innermost, 160) or _one_line(error, 160) or type(error).__name__
 
 
 def _decode(method: str, path: str, answer: _Answer) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import responses
+from responses import matchers
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -157,3 +159,76 @@ def connection_error() -> Exception:
     import requests
 
     return requests.ConnectionError("could not connect to db.internal:5432")
+
+
+# --- the API of a failed attempt ---------------------------------------------------
+
+AUTH = matchers.header_matcher({"Authorization": f"Token {TOKEN}"})
+SMALL = matchers.query_param_matcher({"exclude": "metadata,events"})
+CREATED = {
+    "id": "0193a8e9-0a11-7b2c-9d3e-4f5a6b7c8d9e",
+    "counter": 42,
+    "urls": {"display": "https://app.valohai.com/p/acme/churn-model/execution/0193a8e9/"},
+}
+
+
+def raised(error: BaseException) -> BaseException:
+    """The error with a real traceback, as run() would catch it."""
+    try:
+        raise error
+    except BaseException as caught:
+        return caught
+
+
+def fail(runtime: retry.Runtime, error: BaseException | None = None, **settings: Any) -> int:
+    """Hand an attempt's failure (a connection error unless given) to handle_failure."""
+    return retry.handle_failure(raised(error or connection_error()), retry.Policy(**settings), runtime=runtime)
+
+
+def instant(timestamp: float) -> str:
+    return (
+        datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc).isoformat(timespec="milliseconds")[:-6]
+        + "Z"
+    )
+
+
+def expected_payload(tags: list[str], not_before: str | None) -> dict[str, Any]:
+    variables = {"LOG_LEVEL": "info", "RETRY_PARENT": EXECUTION_ID}
+    if not_before:
+        variables["RETRY_NOT_BEFORE"] = not_before
+    return {
+        "project": PROJECT_ID,
+        "commit": "5f2c1a9e0b7d4c3a8e6f1d2b9c0a7e4f3b2d1c0a",
+        "step": "train",
+        "parameters": {"retries": 3, "delay": 60, "failure_rate": 0.5, "failure_type": "connection"},
+        "inputs": {"dataset": ["s3://acme-ml-data/churn/train.csv"]},
+        "tags": tags,
+        "environment_variables": variables,
+        "environment": "0187c1f5-2b9a-4c7e-9d3f-6a1b2c3d4e5f",
+        "image": "python:3.12-slim",
+        "title": "Nightly training",
+        "time_limit": 3600,
+    }
+
+
+def expect_status_detail(api: responses.RequestsMock, text: str) -> None:
+    """The pre-signed status-detail call, with its own signature and never the token."""
+    api.post(
+        STATUS_URL,
+        match=[
+            matchers.json_params_matcher({"status_detail": text}),
+            matchers.header_matcher({"Authorization": "Signature d1e2f3a4b5c6"}),
+        ],
+    )
+
+
+def expect_project(api: responses.RequestsMock, variables: dict[str, Any] | None = None, host: str = HOST) -> None:
+    """The project's detail, read once per chain to check that the token is a project variable."""
+    if variables is None:
+        variables = {"VH_API_TOKEN": {"value": None, "secret": True}}
+    body = {"id": PROJECT_ID, "name": "churn-model", "environment_variables": variables}
+    api.get(f"{host}/api/v0/projects/{PROJECT_ID}/", json=body, match=[AUTH])
+
+
+def expect_detail(api: responses.RequestsMock, detail: dict[str, Any] | None = None) -> None:
+    api.get(DETAIL_URL, json=detail or load_fixture("execution-detail.json"), match=[AUTH, SMALL])

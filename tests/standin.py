@@ -43,7 +43,13 @@ class Fault:
 
     kind: ``status`` (answer ``status`` with ``headers``), ``drop`` (close the connection
     before doing anything), ``lost`` (act on the request, then close without answering),
-    ``slow`` (act, then answer after ``seconds``), ``not-json`` (answer 200 with HTML).
+    ``slow`` (act, then answer after ``seconds``), ``late`` (wait ``seconds``, then act
+    and answer: the platform stores the execution after the client gave up),
+    ``truncated`` (act, then send half the body and close), ``trickle`` (act, then send
+    the body one byte every ``seconds``), ``html`` (act, then answer with the real status
+    and an HTML body), ``not-json`` (answer 200 with HTML without acting).
+    ``others`` executions of other chains (tagged ``retry: 1``, not run) are created just
+    before the request is acted on: a sweep failing at the same moment.
     """
 
     method: str
@@ -53,6 +59,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     times: int = 1
+    others: int = 0
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Execution:
     ended_at: float | None = None
     exit_code: int | None = None
     log: list[tuple[float, str, str]] = field(default_factory=list)
+    dummy: bool = False  # created only to crowd the project: never run
 
     @property
     def retry(self) -> int:
@@ -126,11 +134,16 @@ class Platform:
         self.queue_time = queue_time
         self.epoch_seconds = epoch_seconds
         self.read_timeout = read_timeout
+        # The most a list page holds, whatever limit the client asks for (as on a real server).
+        self.page_cap = 50
+        # When set, every list page carries this as its "next" link (endless, elsewhere, relative).
+        self.next_override: str | None = None
         self.executions: dict[int, Execution] = {}
         self.calls: list[Call] = []
         self.faults: list[Fault] = []
         self.overrides: dict[int, dict[str, Any]] = {}
         self._lock = threading.RLock()
+        self._in_flight = 0  # requests being answered
         self._threads: list[threading.Thread] = []
         self._processes: list[subprocess.Popen[str]] = []
         self._step = _load_step()
@@ -185,8 +198,9 @@ class Platform:
             # An execution creates its retry before it exits, so once all have ended,
             # no new one can appear.
             with self._lock:
-                if all(execution.ended_at is not None for execution in self.executions.values()):
-                    return [self.executions[counter] for counter in sorted(self.executions)]
+                ended = all(execution.ended_at is not None for execution in self.executions.values())
+                if ended and not self._in_flight:  # a late create may still be on its way
+                    return [self.executions[n] for n in sorted(self.executions) if not self.executions[n].dummy]
             time.sleep(0.05)
         raise TimeoutError(f"executions still running after {timeout} s: {self.summary()}")
 
@@ -226,7 +240,20 @@ class Platform:
             errors["environment_variables"] = ["Expected an object of strings."]
         return errors
 
-    def _create(self, payload: Any) -> tuple[int, Any]:
+    def crowd(self, count: int) -> None:
+        """Create ``count`` executions of other chains, as a sweep failing at once would."""
+        for _ in range(count):
+            payload = {
+                "project": PROJECT_ID,
+                "commit": COMMIT,
+                "step": "train",
+                "title": "Nightly training",  # as alike as can be: only RETRY_PARENT tells them apart
+                "tags": ["nightly", "retry: 1"],
+                "environment_variables": {"RETRY_PARENT": str(uuid.uuid4())},
+            }
+            self._create(payload, dummy=True)
+
+    def _create(self, payload: Any, *, dummy: bool = False) -> tuple[int, Any]:
         errors = self._validate(payload)
         if errors:
             return 400, errors
@@ -244,8 +271,12 @@ class Platform:
                 image=payload.get("image"),
                 time_limit=payload.get("time_limit"),
                 environment=payload.get("environment"),
+                dummy=dummy,
             )
             self.executions[counter] = execution
+        if dummy:
+            execution.ended_at = time.time()
+            return 201, self._detail(execution)
         thread = threading.Thread(target=self._run, args=(execution,), daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -295,9 +326,7 @@ class Platform:
             if method == "GET" and path == "/api/v0/executions/":
                 if query.get("project") != [PROJECT_ID]:
                     return 400, {"project": ["This filter is required."]}
-                limit = int(query.get("limit", ["100"])[0])
-                ordered = sorted(self.executions.values(), key=lambda e: -e.counter)[:limit]
-                return 200, {"results": [self._summary_item(e) for e in ordered], "next": None}
+                return 200, self._page(query)
             if method == "GET" and path == f"/api/v0/projects/{PROJECT_ID}/":
                 secret = {"VH_API_TOKEN": {"value": None, "secret": True}}
                 variables = secret if self.token and self.token_on_project else {}
@@ -307,6 +336,28 @@ class Platform:
                 execution = self._find(match.group(1))
                 return (200, self._detail(execution)) if execution else (404, {"detail": "Not found."})
         return 404, {"detail": "Not found."}
+
+    def _page(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        """One page of the list, newest first, with limit and offset as Django REST framework pages."""
+        limit = min(int(query.get("limit", ["100"])[0]), self.page_cap)
+        offset = int(query.get("offset", ["0"])[0])
+        ordered = sorted(self.executions.values(), key=lambda e: -e.counter)
+        page = ordered[offset : offset + limit]
+        more = offset + limit < len(ordered)
+
+        def link(start: int) -> str:
+            return f"{self.host}/api/v0/executions/?project={PROJECT_ID}&ordering=-counter&limit={limit}&offset={start}"
+
+        return {
+            "count": len(ordered),
+            "next": self.next_override or (link(offset + limit) if more else None),
+            "previous": link(max(0, offset - limit)) if offset else None,
+            "results": [self._summary_item(e) for e in page],
+        }
+
+    def list_calls(self) -> list[Call]:
+        """The list requests received."""
+        return [call for call in self.calls if call.method == "GET" and call.path == "/api/v0/executions/"]
 
     @staticmethod
     def status_detail_path(execution: Execution) -> str:
@@ -453,6 +504,7 @@ def _load_step() -> valohai_yaml.objs.Step:
 def _handler_for(platform: Platform) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms stall
 
         def do_GET(self) -> None:
             self._serve("GET")
@@ -471,7 +523,16 @@ def _handler_for(platform: Platform) -> type[http.server.BaseHTTPRequestHandler]
             query = parse_qs(parts.query)
             authorization = self.headers.get("Authorization", "")
             platform.calls.append(Call(method, parts.path, query, authorization, body, time.time()))
-            fault = platform.take_fault(method, parts.path)
+            with platform._lock:
+                platform._in_flight += 1
+            try:
+                self._serve_with_faults(method, parts.path, query, authorization, body)
+            finally:
+                with platform._lock:
+                    platform._in_flight -= 1
+
+        def _serve_with_faults(self, method: str, path: str, query: Any, authorization: str, body: Any) -> None:
+            fault = platform.take_fault(method, path)
             if fault and fault.kind == "drop":
                 self.close_connection = True
                 return
@@ -481,12 +542,22 @@ def _handler_for(platform: Platform) -> type[http.server.BaseHTTPRequestHandler]
             if fault and fault.kind == "not-json":
                 self._answer(200, None, {}, b"<html>Service temporarily unavailable</html>")
                 return
-            status, answer = platform.handle(method, parts.path, query, authorization, body)
+            if fault and fault.kind == "late":
+                time.sleep(fault.seconds)
+            if fault and fault.others:
+                platform.crowd(fault.others)
+            status, answer = platform.handle(method, path, query, authorization, body)
             if fault and fault.kind == "lost":
                 self.close_connection = True
                 return
             if fault and fault.kind == "slow":
                 time.sleep(fault.seconds)
+            if fault and fault.kind == "html":
+                self._answer(status, None, {}, b"<html><body>Created</body></html>")
+                return
+            if fault and fault.kind in ("truncated", "trickle"):
+                self._answer_badly(status, json.dumps(answer).encode(), fault)
+                return
             self._answer(status, answer, {})
 
         def _answer(self, status: int, answer: Any, headers: dict[str, str], raw: bytes | None = None) -> None:
@@ -501,6 +572,24 @@ def _handler_for(platform: Platform) -> type[http.server.BaseHTTPRequestHandler]
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout): nothing to answer
+
+        def _answer_badly(self, status: int, data: bytes, fault: Fault) -> None:
+            """Promise the whole body, then send half of it (truncated) or crawl (trickle)."""
+            self.close_connection = True
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if fault.kind == "truncated":
+                    self.wfile.write(data[: len(data) // 2])
+                    return
+                for index in range(len(data)):
+                    self.wfile.write(data[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(fault.seconds)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: the tests read Platform.calls
             pass

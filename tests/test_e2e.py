@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(40)]
 CHAIN_TIMEOUT = 30.0
 CREATE = "/api/v0/executions/"
 DETAIL = r"/api/v0/executions/[0-9a-f-]+/"
+JOB = str(Path(__file__).resolve().parent / "jobs" / "job.py")
 
 
 @pytest.fixture
@@ -97,24 +99,31 @@ def test_a_token_set_only_on_the_first_execution_is_flagged(tmp_path: Path) -> N
 
 
 def test_a_slow_status_detail_endpoint_does_not_hold_the_attempt(platform: Platform) -> None:
-    platform.inject(Fault("POST", r".*/status-detail/", "slow", seconds=3.0, times=5))
+    platform.inject(Fault("POST", r".*/status-detail/", "slow", seconds=2.0, times=5))
     platform.override(1, failure_rate=0.0)
     first, second = run_chain(platform, failure_rate=1.0, delay=0)
     assert (first.exit_code, second.status) == (retry.EXIT_RETRY_STARTED, "complete")
     assert first.ended_at is not None and first.failed_at is not None
-    assert first.ended_at - first.failed_at < 2.5  # 1 s read timeout, not the endpoint's 3 s
+    assert first.ended_at - first.failed_at < 2.5  # 1 s read timeout, not the endpoint's 2 s
     assert "could not set the status detail" in first.log_text()
 
 
-def test_the_failed_execution_exits_at_once_and_the_retry_keeps_the_delay(platform: Platform) -> None:
-    platform.override(1, failure_rate=0.0)
-    first, second = run_chain(platform, failure_rate=1.0, delay=5)
-    assert first.failed_at is not None and first.ended_at is not None and second.work_started_at is not None
+def test_the_failed_execution_exits_at_once_and_the_retry_keeps_the_delay(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    with Platform(tmp_path, script=JOB, extra_env={"JOB_EVENTS": str(events)}) as platform:
+        first, second = run_chain(platform, delay=2, retries=1)
+        assert platform.leaks() == []
+    assert first.failed_at is not None and first.ended_at is not None
     assert first.ended_at - first.failed_at < 2.0  # no machine held idle for the delay
-    assert second.work_started_at - first.failed_at >= 5.0  # and still no work before the delay
-    # What is left of the 5 s when the retry starts depends on how fast it started.
-    assert re.search(r"waiting [3-5] s before retry 1/3 starts work", second.log_text())
-    assert re.fullmatch(r"Waiting [3-5] s before retry 1/3 starts work", second.status_details[0])
+    # The processes' own clocks, not the moments the stand-in read their log lines: the
+    # failure is stamped before the not-before instant is computed, and that instant is
+    # rounded up, so the retry's work starts no sooner than 2 s after the failure.
+    stamps = {
+        (event["event"], event["attempt"]): event["time"] for event in map(json.loads, events.read_text().splitlines())
+    }
+    assert stamps[("work", 1)] - stamps[("fail", 0)] >= 2.0
+    waits = [detail for detail in second.status_details if detail.startswith("Waiting")]
+    assert all(re.fullmatch(r"Waiting [0-2] s before retry 1/1 starts work", detail) for detail in waits)
 
 
 @pytest.mark.parametrize(
@@ -172,3 +181,68 @@ def test_the_standin_checks_tokens_and_payloads_like_valohai(platform: Platform)
     assert answer.status_code == 400
     assert set(answer.json()) == {"project", "commit", "step", "parameters", "tags"}
     assert platform.executions == {}
+
+
+# --- exactly one retry does the work, whatever the API does --------------------------
+
+
+def did_work(execution: Execution) -> bool:
+    return any(line.startswith("Training ") for _, _, line in execution.log)
+
+
+def test_a_create_stored_after_the_client_gave_up_leaves_one_retry_working(platform: Platform) -> None:
+    # The platform stores the first create 2 s late, after the client's 1 s read timeout:
+    # the search finds nothing, the payload goes again, and two copies of retry 1 exist.
+    platform.inject(Fault("POST", CREATE, "late", seconds=2.0))
+    platform.override(1, failure_rate=0.0)
+    first, *copies = run_chain(platform, failure_rate=1.0, delay=0)
+    assert len(copies) == 2 and all(copy.tags == ["nightly", "retry: 1"] for copy in copies)
+    assert all(copy.environment_variables["RETRY_PARENT"] == first.id for copy in copies)
+    working, duplicate = sorted(copies, key=lambda copy: copy.counter)
+    assert did_work(working) and not did_work(duplicate)
+    assert (working.status, duplicate.status, duplicate.exit_code) == ("complete", "complete", 0)
+    assert duplicate.status_detail is not None
+    assert duplicate.status_detail.startswith(f"Stood down: #{working.counter} is already retry 1/3")
+    assert first.status_detail is not None and first.status_detail.endswith(f"started as #{working.counter}")
+
+
+def test_a_lost_answer_in_a_busy_project_is_found_past_the_first_page(platform: Platform) -> None:
+    # 60 look-alike retries of other chains appear while the answer is lost: more than a page.
+    platform.inject(Fault("POST", CREATE, "lost", others=60))
+    platform.override(1, failure_rate=0.0)
+    executions = run_chain(platform, failure_rate=1.0, delay=0)
+    assert_recovered_on_retry_1(platform, executions)
+    assert len(platform.creates()) == 1
+    offsets = [call.query.get("offset") for call in platform.list_calls()]
+    assert ["50"] in offsets  # the second page was read (the stand-in serves 50 a page)
+
+
+@pytest.mark.parametrize(
+    ("fault", "logged"),
+    [
+        (Fault("POST", CREATE, "truncated"), "HTTP 201, but the answer was cut off"),
+        (Fault("POST", CREATE, "html"), "HTTP 201 with a body that is not JSON"),
+        (Fault("POST", CREATE, "trickle", seconds=0.3), "HTTP 201, but the answer was cut off"),
+    ],
+    ids=["cut-off-mid-body", "html-body", "trickled"],
+)
+def test_a_create_whose_answer_cannot_be_read_is_still_a_started_retry(
+    platform: Platform, fault: Fault, logged: str
+) -> None:
+    platform.inject(fault)
+    platform.override(1, failure_rate=0.0)
+    executions = run_chain(platform, failure_rate=1.0, delay=0)
+    assert_recovered_on_retry_1(platform, executions)  # named by its number, looked up after the create
+    assert len(platform.creates()) == 1
+    assert logged in executions[0].log_text()
+    assert "could not start" not in executions[0].log_text()
+
+
+def test_run_in_a_worker_thread_still_ends_the_failed_execution_as_an_error(tmp_path: Path) -> None:
+    with Platform(tmp_path, script=JOB, extra_env={"JOB_THREAD": "1"}) as platform:
+        first, second = run_chain(platform, delay=0, retries=1)
+        assert platform.leaks() == []
+    assert (first.status, first.exit_code) == ("error", retry.EXIT_RETRY_STARTED)
+    assert "ending the whole process with exit code 75" in first.log_text()
+    assert (second.status, second.exit_code) == ("complete", 0)
+    assert did_work(second) and not did_work(first)

@@ -1,0 +1,71 @@
+"""A small job for the end-to-end tests: its first attempts fail, then it works.
+
+Its settings come from the command line (``--retries=N --delay=S``, as a step passes its
+parameters; others are ignored) and from the environment:
+
+- ``JOB_FAIL_ATTEMPTS``: how many attempts fail (those whose retry number is lower; default 1)
+- ``JOB_EVENTS``: a file to which every attempt appends JSON lines with its own timestamps
+  (``start``, ``fail``, ``work``), process id and retry number
+- ``JOB_THREAD=1``: call ``retry.run`` from a worker thread
+- ``JOB_CHDIR``: change to this folder before failing
+- ``JOB_HELPER=1``: start a helper program that uses ``retry.run``, and record what it says
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+if Path(globals().get("__file__", "-")).is_file():  # read from stdin, it relies on PYTHONPATH instead
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import retry
+
+HELPER = "import retry; retry.run(lambda: None, retries=2, delay=0)"
+
+
+def record(event: str, **fields: object) -> None:
+    path = os.environ.get("JOB_EVENTS")
+    if path:
+        line = {"event": event, "attempt": retry.current_retry(), "pid": os.getpid(), "time": time.time(), **fields}
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(line) + "\n")
+
+
+def work() -> None:
+    record("start")
+    if os.environ.get("JOB_HELPER"):
+        helper = subprocess.run([sys.executable, "-c", HELPER], capture_output=True, text=True, check=False)
+        record("helper", output=helper.stderr)
+    if os.environ.get("JOB_CHDIR"):
+        os.chdir(os.environ["JOB_CHDIR"])
+    if retry.current_retry() < int(os.environ.get("JOB_FAIL_ATTEMPTS", "1")):
+        record("fail")
+        raise ConnectionError("simulated outage")
+    print("Training 1 epoch", flush=True)  # the stand-in marks the start of work here
+    record("work")
+
+
+def setting(name: str, default: float) -> float:
+    prefix = f"--{name}="
+    values = [argument[len(prefix) :] for argument in sys.argv[1:] if argument.startswith(prefix)]
+    return float(values[-1]) if values else default
+
+
+def main() -> None:
+    retries, delay = int(setting("retries", 1)), setting("delay", 0)
+    if os.environ.get("JOB_THREAD"):
+        worker = threading.Thread(target=retry.run, args=(work,), kwargs={"retries": retries, "delay": delay})
+        worker.start()
+        worker.join()
+    else:
+        retry.run(work, retries=retries, delay=delay)
+
+
+if __name__ == "__main__":
+    main()

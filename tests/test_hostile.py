@@ -1,0 +1,622 @@
+"""Hostile timing and input: threads, garbled answers, tokens in odd places, lying hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import responses
+from conftest import (
+    AUTH,
+    CREATE_URL,
+    CREATED,
+    DETAIL_URL,
+    EXECUTION_ID,
+    HOST,
+    PROJECT_ID,
+    STATUS_URL,
+    TOKEN,
+    FakeClock,
+    Spawned,
+    connection_error,
+    expect_detail,
+    expect_project,
+    expect_status_detail,
+    fail,
+    load_fixture,
+    raised,
+    set_tags,
+)
+from responses import matchers
+
+import retry
+
+LIST_FIRST_PAGE = matchers.query_param_matcher(
+    {"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "0"}
+)
+
+
+def status_details(api: responses.RequestsMock) -> list[str]:
+    return [json.loads(call.request.body)["status_detail"] for call in api.calls if "status-detail" in call.request.url]
+
+
+def creates(api: responses.RequestsMock) -> int:
+    return sum(1 for call in api.calls if call.request.method == "POST" and call.request.url == CREATE_URL)
+
+
+# --- exactly once ------------------------------------------------------------------------
+
+
+def test_two_threads_failing_at_once_start_one_retry(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, json=CREATED, status=201)
+    expect_project(api)
+    api.post(STATUS_URL)
+    start = threading.Barrier(2)
+    codes: list[int] = []
+
+    def failing_thread() -> None:
+        start.wait()
+        codes.append(fail(runtime))
+
+    threads = [threading.Thread(target=failing_thread) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert codes == [retry.EXIT_RETRY_STARTED] * 2
+    assert creates(api) == 1
+    assert (
+        "this process already handled a failure (exit code 75); not starting another retry" in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "logged"),
+    [
+        ({"body": "<html>Created</html>", "content_type": "text/html"}, "HTTP 201 with a body that is not JSON"),
+        ({"json": ["not", "an", "object"]}, "HTTP 201 with JSON that is not an object"),
+    ],
+    ids=["html", "a-list"],
+)
+def test_a_create_with_an_unreadable_answer_is_a_started_retry_found_by_its_number(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any, answer: Any, logged: str
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, status=201, **answer)
+    listing = load_fixture("execution-list.json")
+    listing["results"][0]["environment_variables"] = {"RETRY_PARENT": {"value": EXECUTION_ID, "secret": False}}
+    api.get(CREATE_URL, json=listing, match=[AUTH, LIST_FIRST_PAGE])
+    expect_project(api)
+    expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
+
+    assert fail(runtime) == retry.EXIT_RETRY_STARTED
+    assert creates(api) == 1
+    assert f"{logged}; the retry was created, looking up its number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("created", "project", "detail"),
+    [
+        ({"counter": "forty-two", "urls": "nope"}, {"environment_variables": {}}, "started as (number unknown)"),
+        ({**CREATED, "urls": ["odd"]}, {"environment_variables": [{"name": ["odd"]}, 7]}, "started as #42"),
+        ({**CREATED, "urls": {"display": 7}}, {"environment_variables": "odd"}, "started as #42"),
+    ],
+    ids=["odd-counter", "odd-lists", "odd-strings"],
+)
+def test_odd_shapes_after_a_create_never_turn_it_into_a_failure(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    created: dict[str, Any],
+    project: dict[str, Any],
+    detail: str,
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, json=created, status=201)
+    api.get(f"{HOST}/api/v0/projects/{PROJECT_ID}/", json=project)
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RETRY_STARTED
+    [text] = status_details(api)
+    assert "retry 1/3 " + detail in text
+    assert creates(api) == 1
+
+
+def test_a_lost_answer_and_a_failed_search_say_the_retry_may_exist(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, body=requests.ConnectionError("Connection aborted: RemoteDisconnected"))
+    api.get(CREATE_URL, status=500, json={"detail": "oops"})
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RETRY_UNCONFIRMED
+    assert creates(api) == 1  # not sent again blind
+    [text] = status_details(api)
+    assert "could not start" not in text
+    assert "retry 1/3 may have been started, but the API never confirmed it" in text
+    assert text.endswith("look for the tag 'retry: 1' in the project's executions before starting anything")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"[retry] {text}"
+
+
+def test_a_retry_that_finds_an_earlier_copy_of_itself_stands_down_and_does_nothing(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This is #44, retry 1 of #41; #42 is the same retry, created first: #42 works, #44 stands down.
+    set_tags(config_dir, ["nightly", "retry: 1"], **{"execution-counter": 44, "execution-id": "id-44"})
+    monkeypatch.setenv("RETRY_PARENT", "id-41")
+    items = [
+        {"id": "id-44", "counter": 44, "tags": ["nightly", "retry: 1"], "step": "train", "title": "Nightly training"},
+        {"id": "id-43", "counter": 43, "tags": ["sweep", "retry: 1"], "step": "train", "title": "Sweep"},
+        {"id": "id-42", "counter": 42, "tags": ["nightly", "retry: 1"], "step": "train", "title": "Nightly training"},
+        {"id": "id-41", "counter": 41, "tags": ["nightly"], "step": "train"},
+        {"id": "id-40", "counter": 40, "tags": ["nightly"], "step": "train"},
+    ]
+    api.get(CREATE_URL, json={"count": 5, "next": None, "results": items}, match=[AUTH, LIST_FIRST_PAGE])
+    twin = {**items[2], "environment_variables": {"RETRY_PARENT": {"value": "id-41", "secret": False}}}
+    api.get(f"{HOST}/api/v0/executions/id-42/", json=twin, match=[AUTH])  # #43's title rules it out unread
+    api.post(STATUS_URL)
+    worked: list[bool] = []
+
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(lambda: worked.append(True), retries=3, runtime=runtime)
+
+    assert exit_info.value.code == 0 and worked == []
+    assert status_details(api) == [
+        "Stood down: #42 is already retry 1/3 of the same failure and does the work; this duplicate did nothing"
+    ]
+
+
+def test_the_only_copy_of_a_retry_does_the_work(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_tags(config_dir, ["nightly", "retry: 1"], **{"execution-counter": 42, "execution-id": "id-42"})
+    monkeypatch.setenv("RETRY_PARENT", "id-41")
+    items = [
+        {"id": "id-43", "counter": 43, "tags": ["nightly", "retry: 1"]},  # a later copy: it stands down, not us
+        {"id": "id-42", "counter": 42, "tags": ["nightly", "retry: 1"]},
+        {"id": "id-41", "counter": 41, "tags": ["nightly"]},
+    ]
+    api.get(CREATE_URL, json={"count": 3, "next": None, "results": items}, match=[AUTH, LIST_FIRST_PAGE])
+
+    assert retry.run(lambda: "trained", retries=3, runtime=runtime) == "trained"
+
+
+def test_a_retry_that_cannot_check_for_copies_does_the_work_and_says_why(
+    config_dir: Path, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    set_tags(config_dir, ["nightly", "retry: 1"])
+    monkeypatch.setenv("RETRY_PARENT", "id-41")
+    monkeypatch.delenv("VH_API_TOKEN")
+
+    assert retry.run(lambda: "trained", retries=3, runtime=runtime) == "trained"
+    assert (
+        "could not check that this is the only retry 1/3 of its parent, so doing the work: VH_API_TOKEN is not set"
+        in capsys.readouterr().err
+    )
+
+
+def test_the_search_pages_past_a_server_that_serves_fewer_than_asked(api: responses.RequestsMock) -> None:
+    client = retry.ValohaiAPI(TOKEN, HOST)
+    first = [{"id": f"id-{n}", "counter": n, "tags": []} for n in range(100, 50, -1)]
+    second = [{"id": f"id-{n}", "counter": n, "tags": []} for n in range(50, 40, -1)]
+    second[2] = {**second[2], "tags": ["retry: 1"], "environment_variables": {"RETRY_PARENT": {"value": "id-41"}}}
+    api.get(CREATE_URL, json={"count": 60, "next": "x", "results": first}, match=[LIST_FIRST_PAGE])
+    api.get(
+        CREATE_URL,
+        json={"count": 60, "next": None, "results": second},
+        match=[
+            matchers.query_param_matcher(
+                {"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "50"}
+            )
+        ],
+    )
+
+    found = retry.find_retry(client, PROJECT_ID, "id-41", 1, parent_counter=41)
+    assert found is not None and found["counter"] == 48
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+def test_a_token_that_straddles_the_cut_is_masked_before_cutting(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    api.post(STATUS_URL)
+    # "ValueError: " and 285 characters: the 300-character cut falls inside the token.
+    error = ValueError("x" * 285 + TOKEN + " and more")
+
+    assert fail(runtime, error) == retry.EXIT_GAVE_UP
+    shown = capsys.readouterr().err + "".join(status_details(api))
+    assert all(TOKEN[i : i + 6] not in shown for i in range(len(TOKEN) - 5))
+
+
+def test_the_token_of_a_custom_runtime_is_masked_too(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any
+) -> None:
+    other = "tok-runtime-only-7d1e9b2c4a"
+    runtime.environ = {"VH_JOB_ID": "job-1", "VH_API_TOKEN": other}
+    api.post(STATUS_URL)
+
+    assert fail(runtime, KeyError(f"header was {other}")) == retry.EXIT_GAVE_UP
+    shown = capsys.readouterr().err + "".join(status_details(api))
+    assert other not in shown and "header was ***" in shown
+
+
+@pytest.mark.parametrize("token", ["abc", "short-token-15c"])
+def test_a_token_too_short_to_mask_is_refused_before_any_request(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    monkeypatch.setenv("VH_API_TOKEN", token)
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
+    [text] = status_details(api)
+    assert f"VH_API_TOKEN is too short to be an API token ({len(token)} characters)" in text
+
+
+def test_a_token_outside_ascii_gets_a_clear_line(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VH_API_TOKEN", "tok-3f9a1c7e5b2d\u20ac4a6f8e0c")
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
+    [text] = status_details(api)
+    assert text.endswith("VH_API_TOKEN contains spaces, control characters or non-ASCII characters: paste it again")
+    assert "3f9a1c" not in text
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://evil.example:8080\\@127.0.0.1",
+        "https://user:secret@valohai.example.com",
+        "https://valohai.example.com@evil.example",
+        "https://valohai.example.com/api?next=1",
+        "https://valohai.example.com\t.evil",
+        "http://localhost.evil.example",
+        "ftp://valohai.example.com",
+    ],
+)
+def test_a_host_that_could_send_the_token_elsewhere_is_refused_before_any_request(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    host: str,
+) -> None:
+    monkeypatch.setenv("VALOHAI_HOST", host)
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
+    assert [call.request.url for call in api.calls] == [STATUS_URL]
+    assert "VALOHAI_HOST" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        ("https://valohai.example.com/", "https://valohai.example.com"),
+        ("https://valohai.example.com:8443", "https://valohai.example.com:8443"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("http://[::1]:5000", "http://[::1]:5000"),
+        ("http://localhost", "http://localhost"),
+    ],
+)
+def test_a_plain_host_is_accepted_as_its_origin(host: str, origin: str) -> None:
+    assert retry.api_host({"VALOHAI_HOST": host}) == origin
+
+
+@pytest.mark.parametrize("link", [":8081/api/v0/executions/?offset=2", "//evil.example/api/v0/executions/?offset=2"])
+def test_a_next_link_is_never_followed_to_another_address(api: responses.RequestsMock, link: str) -> None:
+    client = retry.ValohaiAPI(TOKEN, "http://127.0.0.1")
+    items = [{"id": "a", "counter": 3}, {"id": "b", "counter": 2}]
+    api.get("http://127.0.0.1/api/v0/executions/", json={"next": link, "results": items}, match=[LIST_FIRST_PAGE])
+    api.get(
+        "http://127.0.0.1/api/v0/executions/",
+        json={"next": None, "results": [{"id": "c", "counter": 1}]},
+        match=[
+            matchers.query_param_matcher({"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "2"})
+        ],
+    )
+
+    listed = list(retry.executions_newest_first(client, PROJECT_ID))
+    assert [item["id"] for item in listed] == ["a", "b", "c"]
+    assert all(call.request.url.startswith("http://127.0.0.1/api/") for call in api.calls)
+
+
+# --- time bounds ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    """A server on 127.0.0.1 that answers 200 and then sends its body one byte every 0.2 s."""
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self._trickle()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._trickle()
+
+        def _trickle(self) -> None:
+            body = json.dumps({"padding": " " * 200}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for index in range(len(body)):
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass  # the client hung up, as it should
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.e2e
+def test_a_trickling_status_detail_endpoint_cannot_hold_the_attempt(
+    trickling_server: str, config_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("RETRY_API_TIMEOUT", "1")
+    api_json = {"set_status_detail": {"url": f"{trickling_server}/status-detail/", "method": "POST"}}
+    (config_dir / "api.json").write_text(json.dumps(api_json))
+    started = time.monotonic()
+
+    assert retry.set_status_detail("Waiting 5 s before retry 1/3 starts work") is False
+    assert time.monotonic() - started < 2.0  # 1 s for the whole answer, not 0.2 s per byte for a minute
+    assert "could not set the status detail: no complete answer within 1 s" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_a_trickling_api_cannot_hold_a_request_past_its_budget(trickling_server: str) -> None:
+    client = retry.ValohaiAPI(TOKEN, trickling_server, timeout=(1.0, 1.0), budget=2.0)
+    started = time.monotonic()
+
+    with pytest.raises(retry.APIError, match="HTTP 200, but the answer was cut off"):
+        client.get("/api/v0/executions/x/")
+    assert time.monotonic() - started < 4.0  # the 2 s budget, the last read of 1 s, scheduling
+
+
+def test_the_chain_query_stops_on_a_list_that_never_ends(
+    clean_env: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any
+) -> None:
+    clean_env.setenv("VH_API_TOKEN", TOKEN)
+    detail = {"id": "id-42", "counter": 42, "tags": [], "environment_variables": {}}
+    api.get(f"{HOST}/api/v0/executions/{PROJECT_ID}:42/", json=detail)
+    endless = {"next": f"{HOST}/api/v0/executions/?offset=1", "results": [{"id": "id-99", "counter": 99}]}
+    api.get(CREATE_URL, json=endless)
+
+    with pytest.raises(SystemExit) as exit_info:
+        retry.main(["chain", "42", "--project", PROJECT_ID])
+    assert exit_info.value.code == retry.EXIT_RELAUNCH_FAILED
+    assert len(api.calls) == 1 + retry.MAX_PAGES
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"the list goes on past {retry.MAX_PAGES} pages of {retry.PAGE_SIZE}; stopped there")
+    )
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_chain_query_fails_fast_and_short_without_a_network(clean_env: pytest.MonkeyPatch, capsys: Any) -> None:
+    clean_env.setenv("VH_API_TOKEN", TOKEN)
+    clean_env.setenv("VALOHAI_HOST", f"http://127.0.0.1:{closed_port()}")
+    started = time.monotonic()
+
+    with pytest.raises(SystemExit) as exit_info:
+        retry.main(["chain", "42", "--project", PROJECT_ID])
+    assert exit_info.value.code == retry.EXIT_RELAUNCH_FAILED
+    assert time.monotonic() - started < 3.0
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith("could not reach " + retry.api_host() + ": Connection refused")
+    assert len(line) < 160
+
+
+def test_api_budgets_run_on_the_monotonic_clock(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    hours = iter(range(1_800_000_000, 1_900_000_000, 3600))
+    runtime.now = lambda: float(next(hours))  # a wall clock that jumps an hour at every look
+    api.get(DETAIL_URL, status=503)
+    api.get(DETAIL_URL, status=503)
+    expect_detail(api)
+    api.post(CREATE_URL, json=CREATED, status=201)
+    expect_project(api)
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RETRY_STARTED
+    assert clock.sleeps == [0.5, 1]
+
+
+# --- the chain's count ---------------------------------------------------------------------
+
+
+def test_the_count_is_the_highest_of_the_config_and_the_api(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    set_tags(config_dir, [])  # lost from execution.json, still on the execution
+    detail = load_fixture("execution-detail.json")
+    detail["tags"] = ["nightly", "retry: 3"]
+    expect_detail(api, detail)
+    expect_status_detail(api, "Gave up after 3 retries: ConnectionError: could not connect to db.internal:5432")
+
+    assert fail(runtime, retries=3) == retry.EXIT_GAVE_UP
+    assert creates(api) == 0
+
+
+def test_an_unreadable_config_fails_closed_instead_of_restarting_the_count(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    (config_dir / "execution.json").write_text("{truncated")
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
+    [text] = status_details(api)
+    assert text.startswith(
+        "ConnectionError: could not connect to db.internal:5432 - not retried: cannot tell which retry"
+    )
+    assert "execution.json is not readable JSON" in text
+
+
+def test_a_not_before_is_honoured_whatever_the_count_says(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_tags(config_dir, [])  # the tag is gone, the wait is not
+    monkeypatch.setenv("RETRY_NOT_BEFORE", retry._format_instant(clock.now_value + 60))
+    api.post(STATUS_URL)
+
+    retry.run(lambda: None, retries=3, runtime=runtime)
+    assert clock.slept == pytest.approx(60)
+
+
+def test_the_not_before_instant_is_rounded_up_never_down() -> None:
+    assert retry._format_instant(1_800_000_000.0004) == "2027-01-15T08:00:00.001Z"
+    assert retry._format_instant(1_800_000_000.0) == "2027-01-15T08:00:00.000Z"
+    assert retry._parse_instant(retry._format_instant(1_800_000_000.9991)) >= 1_800_000_000.9991
+
+
+# --- odd errors and inputs -----------------------------------------------------------------
+
+
+class UnprintableError(ConnectionError):
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+def test_a_transient_error_that_cannot_be_printed_is_still_retried_and_summarised(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned, capsys: Any
+) -> None:
+    assert retry.handle_failure(raised(UnprintableError()), retry.Policy(), runtime=runtime) == 0
+    assert len(spawned.calls) == 1
+    assert "UnprintableError: (its message could not be shown) - starting retry 1/3" in capsys.readouterr().err
+
+
+def test_a_retry_on_predicate_that_raises_ends_with_a_summary(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned, capsys: Any
+) -> None:
+    policy = retry.Policy(retry_on=lambda error: error.missing_attribute)  # type: ignore[attr-defined]
+
+    assert retry.handle_failure(raised(connection_error()), policy, runtime=runtime) == retry.EXIT_GAVE_UP
+    assert spawned.calls == []
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("[retry] Not retried: retry_on raised AttributeError:")
+    assert last.endswith("ConnectionError: could not connect to db.internal:5432")
+
+
+@pytest.mark.parametrize("value", ["³", "٣", "1e3", "99999999999"])
+def test_a_retry_after_that_is_not_ascii_digits_is_ignored(api: responses.RequestsMock, value: str) -> None:
+    clock = FakeClock()
+    client = retry.ValohaiAPI(TOKEN, HOST, sleep=clock.sleep, clock=clock.now)
+    api.get(DETAIL_URL, status=429, headers={"Retry-After": value})
+    api.get(DETAIL_URL, json={"ok": True})
+
+    assert client.get(f"/api/v0/executions/{EXECUTION_ID}/") == {"ok": True}
+    assert clock.sleeps == [0.5]  # the backoff, not a crash and not 99999999999 s
+
+
+def test_tags_given_as_one_string_are_not_split_into_letters() -> None:
+    detail = load_fixture("execution-detail.json")
+    detail["tags"] = "nightly"
+    assert retry.build_retry_payload(detail, 1, parent_id="p")["tags"] == ["nightly", "retry: 1"]
+
+
+def test_an_async_job_is_run_to_its_end(clean_env: pytest.MonkeyPatch, runtime: retry.Runtime) -> None:
+    steps: list[str] = []
+
+    async def job() -> str:
+        await asyncio.sleep(0)
+        steps.append("ran")
+        return "done"
+
+    assert retry.run(job, runtime=runtime) == "done"
+    assert steps == ["ran"]
+
+
+def test_a_failing_async_job_is_retried(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned
+) -> None:
+    async def job() -> None:
+        raise connection_error()
+
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(job, runtime=runtime)
+    assert exit_info.value.code == 0 and len(spawned.calls) == 1  # the spawned retry's code
+
+
+@pytest.mark.parametrize(("code", "expected"), [(75, 1), (3, 1), ("bye", 1), (0, 0), (None, 0)])
+def test_a_job_that_calls_sys_exit_is_announced_and_never_looks_like_a_retry(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned, capsys: Any, code: object, expected: int
+) -> None:
+    def job() -> None:
+        sys.exit(code)  # type: ignore[arg-type]
+
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(job, runtime=runtime)
+    assert exit_info.value.code == expected
+    assert spawned.calls == []
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    if expected:
+        assert last == f"[retry] Not retried: the job called sys.exit({code!r})"
+    else:
+        assert last == f"[retry] attempt 1 succeeded (the job called sys.exit({code!r}))"
+
+
+def test_the_chain_variables_are_taken_out_of_the_environment(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime
+) -> None:
+    import os
+
+    clean_env.setenv("RETRY_LOCAL_NUMBER", "1")
+    seen: list[object] = []
+    retry.run(lambda: seen.append((os.environ.get("RETRY_LOCAL_NUMBER"), retry.current_retry())), runtime=runtime)
+    assert seen == [(None, 1)]
+
+
+def test_the_budget_bounds_successful_requests_too(api: responses.RequestsMock) -> None:
+    ticks = iter(range(0, 1000, 3))  # every look at the clock finds 3 s gone: a slow server
+    client = retry.ValohaiAPI(TOKEN, HOST, budget=10, clock=lambda: float(next(ticks)))
+    api.get(CREATE_URL, json={"next": "more", "results": [{"id": "x", "counter": 1}]})
+
+    with pytest.raises(retry.APIError, match=r"out of time \(the API calls may take 10 s in all\)"):
+        list(retry.executions_newest_first(client, PROJECT_ID))
+    assert len(api.calls) == 3  # at 3, 6 and 9 s of 10; the fourth would start past the budget
