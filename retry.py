@@ -21,9 +21,11 @@ when it starts that no earlier copy of it exists (a duplicate stands down, exit 
 
 Environment:
     ``VH_API_TOKEN``   API token, set as a *secret* project environment variable.
-    ``VALOHAI_HOST``   API address for self-hosted installations
-                       (default ``https://app.valohai.com``).
-    ``VH_CONFIG_DIR``  where ``execution.json`` and friends are (default ``/valohai/config``).
+    ``VALOHAI_HOST``   API address; rarely needed: inside an execution the address of the
+                       installation's own API is read from ``api.json``, and the default
+                       is ``https://app.valohai.com``.
+    ``VH_CONFIG_DIR``  where ``execution.json`` and friends are (default ``/valohai/config``
+                       in an execution, ``.valohai/config`` locally, as valohai-utils has it).
     ``RETRY_API_TIMEOUT``  read timeout of each API request in seconds (default 30).
 
 Exit codes: 0 success (or a duplicate retry that stood down), :data:`EXIT_GAVE_UP` (1),
@@ -819,9 +821,11 @@ def build_retry_payload(
     """The body of ``POST /api/v0/executions/`` that creates retry ``number`` of ``detail``.
 
     Copies project, commit, step, parameters, inputs, environment, image, title, time
-    limit and the non-secret environment variables.  A secret comes back from the API
-    without its value and is never sent; the project's own secret variables reach the
-    retry anyway.  Tags are the current ones with ``retry: number`` replacing old retry tags.
+    limit, priority, runtime config (resources, Kubernetes settings, auto-restart), its
+    preset, environment variable groups and the non-secret environment variables.  A
+    secret comes back from the API without its value and is never sent; the retry inherits
+    the project's variables and secrets instead.  Tags are the current ones with
+    ``retry: number`` replacing old retry tags.
     """
     project = _id_of(detail.get("project"))
     commit = _value_of(detail.get("commit"), "identifier")
@@ -842,18 +846,42 @@ def build_retry_payload(
         "tags": retry_tags(_tags(detail), number),
         "environment_variables": variables,
     }
+    # The keys and their shapes follow the official CLI's create payload (valohai-cli 0.37,
+    # valohai_cli/commands/execution/run/dynamic_run_command.py, lines 236-263), and so does
+    # the rule: a key is left out only when the detail has no value for it (None or "").
     optional = {
         "environment": _id_of(detail.get("environment")),
-        "image": detail.get("image"),
-        "title": detail.get("title"),
-        "time_limit": detail.get("time_limit"),
+        "image": _text(detail.get("image")),
+        "title": _text(detail.get("title")),
+        "time_limit": _integer(detail.get("time_limit")),
+        "priority": _integer(detail.get("priority")),
+        "runtime_config": detail.get("runtime_config") if isinstance(detail.get("runtime_config"), dict) else None,
+        "runtime_config_preset": _id_of(detail.get("runtime_config_preset")),
+        "environment_variable_groups": _ids(detail.get("environment_variable_groups")) or None,
     }
-    payload.update({key: value for key, value in optional.items() if value})
+    payload.update({key: value for key, value in optional.items() if value not in (None, "")})
+    # Whether a new execution gets the project's variables and secrets (VH_API_TOKEN among
+    # them) has an unpublished API default; the UI's "Inherit project's environment variables
+    # and secrets" box is this field, as payloads in Valohai's own examples send it.
+    payload["inherit_environment_variables"] = True
     return payload
 
 
 def _id_of(value: Any) -> str | None:
     return _value_of(value, "id")
+
+
+def _ids(value: Any) -> list[str]:
+    """Ids from a list of ids or of objects with an ``id``."""
+    return [found for item in value if (found := _id_of(item))] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _value_of(value: Any, key: str) -> str | None:
@@ -1028,7 +1056,10 @@ class Execution:
 
 
 def config_dir() -> Path:
-    """The folder of Valohai's config files (``VH_CONFIG_DIR``, else ``/valohai/config``)."""
+    """The folder of Valohai's config files, as valohai-utils finds it.
+
+    ``VH_CONFIG_DIR``, else ``/valohai/config`` in an execution and ``.valohai/config`` locally.
+    """
     return Path(valohai.paths.get_config_path())
 
 
@@ -1467,12 +1498,33 @@ def read_token(environ: Mapping[str, str] | None = None) -> str:
 
 
 def api_host(environ: Mapping[str, str] | None = None) -> str:
-    """The API address: ``VALOHAI_HOST`` or the default, checked to be safe for a token.
+    """The API address, checked to be safe for a token: the first of these that is set.
+
+    1. ``VALOHAI_HOST``;
+    2. inside an execution, the origin of the pre-signed status-detail URL in ``api.json``,
+       which is the installation's own API (so a self-hosted Valohai needs no setting);
+    3. ``https://app.valohai.com``.
 
     Plain ``http`` is refused unless the host is a loopback address (local tests).
     """
     configured = (os.environ if environ is None else environ).get("VALOHAI_HOST", "").strip()
-    return _origin(configured, "VALOHAI_HOST") if configured else DEFAULT_HOST
+    if configured:
+        return _origin(configured, "VALOHAI_HOST")
+    signed = _signed_call_url()
+    if signed:
+        parts = urlsplit(signed)
+        return _origin(f"{parts.scheme}://{parts.netloc}", "the status-detail URL in api.json")
+    return DEFAULT_HOST
+
+
+def _signed_call_url() -> str | None:
+    """The URL of the pre-signed status-detail call in ``api.json``, if there is one."""
+    try:
+        entry = json.loads((config_dir() / "api.json").read_text(encoding="utf-8")).get("set_status_detail")
+    except (OSError, ValueError, AttributeError):  # no api.json (locally), or not the shape we know
+        return None
+    url = entry.get("url") if isinstance(entry, dict) else None
+    return url if isinstance(url, str) and url else None
 
 
 def _origin(address: str, name: str) -> str:

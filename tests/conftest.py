@@ -193,6 +193,7 @@ def instant(timestamp: float) -> str:
 
 
 def expected_payload(tags: list[str], not_before: str | None) -> dict[str, Any]:
+    """The exact create body for a retry of the fixture execution."""
     variables = {"LOG_LEVEL": "info", "RETRY_PARENT": EXECUTION_ID}
     if not_before:
         variables["RETRY_NOT_BEFORE"] = not_before
@@ -208,6 +209,9 @@ def expected_payload(tags: list[str], not_before: str | None) -> dict[str, Any]:
         "image": "python:3.12-slim",
         "title": "Nightly training",
         "time_limit": 3600,
+        "priority": 0,
+        "runtime_config": {"autorestart": False, "no_output_timeout": 604800},
+        "inherit_environment_variables": True,
     }
 
 

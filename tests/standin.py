@@ -12,6 +12,7 @@ given attempt so that "fail, then recover on retry 2" is deterministic.
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import json
 import re
@@ -35,6 +36,16 @@ PROJECT_ID = "0185f0d4-1c2b-4a3d-9e8f-7a6b5c4d3e2f"
 PROJECT_NAME = "acme/churn-model"
 COMMIT = "5f2c1a9e0b7d4c3a8e6f1d2b9c0a7e4f3b2d1c0a"
 TYPES = {"integer": int, "float": (int, float), "string": str, "flag": bool}
+ENVIRONMENT = {"id": "0187c1f5-2b9a-4c7e-9d3f-6a1b2c3d4e5f", "name": "Local stand-in", "slug": "local-standin"}
+#: Create-call keys beyond the basics, with their types (valohai-cli's payload builder).
+OPTION_TYPES: dict[str, type] = {
+    "runtime_config": dict,
+    "priority": int,
+    "environment_variable_groups": list,
+    "runtime_config_preset": str,
+    "inherit_environment_variables": bool,
+    "time_limit": int,
+}
 
 
 @dataclass
@@ -77,6 +88,9 @@ class Execution:
     image: str | None
     time_limit: int | None
     environment: str | None
+    # What else the create call set: runtime_config, priority, environment_variable_groups,
+    # runtime_config_preset, inherit_environment_variables.
+    options: dict[str, Any] = field(default_factory=dict)
     signature: str = field(default_factory=lambda: secrets.token_hex(8))
     status: str = "queued"
     status_detail: str | None = None
@@ -88,6 +102,7 @@ class Execution:
     ended_at: float | None = None
     exit_code: int | None = None
     log: list[tuple[float, str, str]] = field(default_factory=list)
+    environ: dict[str, str] = field(default_factory=dict)  # what its process was started with
     dummy: bool = False  # created only to crowd the project: never run
 
     @property
@@ -124,10 +139,13 @@ class Platform:
         read_timeout: float = 1.0,
         script: str = "train.py",
         extra_env: dict[str, str] | None = None,
+        host_variable: bool = False,
     ) -> None:
         self.workdir = workdir
         self.script = script
         self.extra_env = dict(extra_env or {})
+        # Valohai does not set VALOHAI_HOST: a job finds its API from api.json's URLs.
+        self.host_variable = host_variable
         self.token = token
         # False: the token was set on the first execution only, as a secret of its own.
         self.token_on_project = token_on_project
@@ -186,6 +204,10 @@ class Platform:
             "tags": ["nightly"],
             "parameters": {**self._defaults(), **parameters},
             "environment_variables": {"LOG_LEVEL": "info"},
+            "environment": ENVIRONMENT["id"],
+            "runtime_config": {"autorestart": False, "no_output_timeout": 3600},
+            "priority": 2,
+            "inherit_environment_variables": True,  # the UI's box is ticked by default
         }
         status, body = self._create(payload)
         assert status == 201, body
@@ -238,6 +260,13 @@ class Platform:
         variables = payload.get("environment_variables", {})
         if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
             errors["environment_variables"] = ["Expected an object of strings."]
+        for name, kind in OPTION_TYPES.items():
+            if name in payload and (
+                not isinstance(payload[name], kind) or isinstance(payload[name], bool) != (kind is bool)
+            ):
+                errors[name] = [f"Expected a {kind.__name__}."]
+        if payload.get("environment") not in (None, ENVIRONMENT["id"], ENVIRONMENT["slug"]):
+            errors["environment"] = [f"Environment {payload.get('environment')!r} not found."]
         return errors
 
     def crowd(self, count: int) -> None:
@@ -271,6 +300,7 @@ class Platform:
                 image=payload.get("image"),
                 time_limit=payload.get("time_limit"),
                 environment=payload.get("environment"),
+                options={name: payload[name] for name in OPTION_TYPES if name in payload},
                 dummy=dummy,
             )
             self.executions[counter] = execution
@@ -283,14 +313,25 @@ class Platform:
         return 201, self._detail(execution)
 
     def _detail(self, execution: Execution) -> dict[str, Any]:
+        """The execution detail, in the shape of valohai-cli's fixtures (tests/fixtures/README.md)."""
         variables: dict[str, Any] = {
             name: {"value": value, "secret": False} for name, value in execution.environment_variables.items()
         }
         if self._has_token(execution):  # a secret: listed, value hidden
             variables["VH_API_TOKEN"] = {"value": None, "secret": True}
-        return {
+        api_url = f"{self.host}/api/v0/executions/{execution.id}/"
+        ended = execution.ended_at if execution.ended_at is not None else None
+        detail = {
             "id": execution.id,
             "counter": execution.counter,
+            "url": api_url,
+            "urls": {
+                "display": f"{self.host}/p/{PROJECT_NAME}/execution/{execution.id}/",
+                "copy": f"{api_url}copy/",
+                "stop": f"{api_url}stop/",
+            },
+            "ctime": _iso(execution.created_at),
+            "duration": round(ended - execution.started_at) if ended and execution.started_at else None,
             "status": execution.status,
             "status_detail": execution.status_detail,
             "step": execution.step,
@@ -298,20 +339,24 @@ class Platform:
             "tags": list(execution.tags),
             "image": execution.image,
             "time_limit": execution.time_limit,
-            "project": {"id": PROJECT_ID, "name": PROJECT_NAME},
-            "commit": {"identifier": COMMIT, "ref": "main"},
-            "environment": {"id": execution.environment, "slug": "local"} if execution.environment else None,
+            "project": {"id": PROJECT_ID, "name": PROJECT_NAME, "urls": {"display": f"{self.host}/p/{PROJECT_NAME}/"}},
+            "commit": {"repository": 1, "identifier": COMMIT, "ref": "main"},
+            "environment": ENVIRONMENT if execution.environment else None,
             "parameters": dict(execution.parameters),
             "inputs": [{"name": name, "urls": urls} for name, urls in execution.inputs.items()],
             "environment_variables": variables,
-            "urls": {"display": f"{self.host}/p/{PROJECT_NAME}/execution/{execution.id}/"},
-            "ctime": execution.created_at,
+            "outputs": [],
+            "task": None,
+            "pipeline": None,
         }
+        detail.update(
+            {name: value for name, value in execution.options.items() if name != "inherit_environment_variables"}
+        )
+        return detail
 
     def _summary_item(self, execution: Execution) -> dict[str, Any]:
-        detail = self._detail(execution)
-        keys = ("id", "counter", "status", "status_detail", "step", "title", "tags", "urls", "ctime")
-        return {key: detail[key] for key in keys}  # list entries are abridged, as on Valohai
+        """A list entry: the detail without its environment variables, as valohai-cli's list mocks."""
+        return {key: value for key, value in self._detail(execution).items() if key != "environment_variables"}
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], authorization: str, body: Any) -> Any:
         """Answer one API request: ``(status, json_body)``."""
@@ -406,7 +451,7 @@ class Platform:
             "VH_JOB_ID": execution.id,
             "VH_CONFIG_DIR": str(config),
             "VH_OUTPUTS_DIR": str(folder / "outputs"),
-            "VALOHAI_HOST": self.host,
+            **({"VALOHAI_HOST": self.host} if self.host_variable else {}),
             "TRAIN_EPOCH_SECONDS": str(self.epoch_seconds),
             "RETRY_API_TIMEOUT": str(self.read_timeout),
             **self.extra_env,
@@ -414,6 +459,7 @@ class Platform:
         }
         if self._has_token(execution):
             environ["VH_API_TOKEN"] = self.token or ""
+        execution.environ = environ
         execution.status = "started"
         execution.started_at = time.time()
         process = subprocess.Popen(
@@ -437,8 +483,12 @@ class Platform:
         execution.ended_at = time.time()
 
     def _has_token(self, execution: Execution) -> bool:
+        """Whether the execution gets VH_API_TOKEN: from the project, if it inherits the
+        project's variables (an unpublished default: here, not unless asked), or as a
+        variable of its own on the first execution."""
         first = min(self.executions) if self.executions else execution.counter
-        return bool(self.token) and (self.token_on_project or execution.counter == first)
+        inherits = execution.options.get("inherit_environment_variables") is True
+        return bool(self.token) and ((self.token_on_project and inherits) or execution.counter == first)
 
     def leaks(self) -> list[str]:
         """Places where the token shows up: log lines, status details, request bodies."""
@@ -494,6 +544,10 @@ class Platform:
         }
         for name, content in files.items():
             (config / name).write_text(json.dumps(content))
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _load_step() -> valohai_yaml.objs.Step:

@@ -60,6 +60,20 @@ def test_failure_then_recovery_on_retry_1(platform: Platform) -> None:
     assert "VH_API_TOKEN" not in executions[1].environment_variables
 
 
+def test_a_retry_finds_its_api_in_api_json_and_copies_the_whole_configuration(platform: Platform) -> None:
+    platform.override(1, failure_rate=0.0)
+    first, second = run_chain(platform, failure_rate=1.0, delay=0)
+    assert_recovered_on_retry_1(platform, [first, second])
+    # Valohai sets no VALOHAI_HOST: the API's address came from api.json's pre-signed URL.
+    assert "VALOHAI_HOST" not in first.environ and "VALOHAI_HOST" not in second.environ
+    assert {call.path for call in platform.calls} >= {"/api/v0/executions/", f"/api/v0/executions/{first.id}/"}
+    # The same machine settings, priority and environment; the project's secrets inherited.
+    assert second.options == {**first.options, "inherit_environment_variables": True}
+    assert second.options["runtime_config"] == {"autorestart": False, "no_output_timeout": 3600}
+    assert (second.environment, second.image, second.time_limit) == (first.environment, first.image, first.time_limit)
+    assert second.environ["VH_API_TOKEN"] == platform.token
+
+
 def test_never_recovers_after_three_retries(platform: Platform) -> None:
     executions = run_chain(platform, failure_rate=1.0, delay=0, retries=3)
     assert [e.tags for e in executions] == [["nightly"], *(["nightly", f"retry: {n}"] for n in (1, 2, 3))]
