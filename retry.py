@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import datetime
 import email.utils
+import fnmatch
 import inspect
 import ipaddress
 import json
@@ -50,6 +51,7 @@ import os
 import random
 import re
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -265,6 +267,10 @@ def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, progre
     if not_before is None:  # the delay was spent waiting here: it is not the API's time
         api.reset_budget()
     payload = build_retry_payload(detail, progress.number, parent_id=execution.id, not_before=not_before)
+    if policy.checkpoint:
+        current = payload["inputs"].get(policy.checkpoint, [])
+        checkpoint = _checkpoint_on_valohai(api, execution, policy, runtime, current)
+        payload["inputs"] = _inputs_with_checkpoint(payload["inputs"], checkpoint, policy)
     created = relaunch(api, execution, progress.number, payload, progress=progress)
     return _announce_retry(api, execution, created, summary=summary, policy=policy, number=progress.number)
 
@@ -408,6 +414,11 @@ def _retry_locally(error: BaseException, summary: str, policy: Policy, progress:
     environ["RETRY_LOCAL_NUMBER"] = str(number)
     if not_before:
         environ["RETRY_NOT_BEFORE"] = not_before
+    if policy.checkpoint:
+        checkpoint = _newest_local_checkpoint(policy.checkpoint_pattern) or _handed_checkpoint()
+        _say(f"retry {number}/{policy.retries} resumes from {checkpoint}" if checkpoint else _NO_CHECKPOINT_YET)
+        if checkpoint:
+            environ["RETRY_CHECKPOINT"] = checkpoint
     _finish(f"{summary} - starting retry {number}/{policy.retries} as a new process", EXIT_RETRY_STARTED)
     _flush()
     # Normally this does not return: the retry takes over this process (same PID), so a
@@ -460,6 +471,7 @@ class _Attempt:
     number: int  # the retry number: 0 for the first attempt
     not_before: str | None  # RETRY_NOT_BEFORE: do not start work before this instant
     parent: str | None  # RETRY_PARENT: the execution whose failure this retries
+    checkpoint: str | None = None  # RETRY_CHECKPOINT: locally, the file to resume from
 
 
 @dataclasses.dataclass
@@ -474,7 +486,7 @@ class _ProcessState:
 _process = _ProcessState()
 
 #: The variables a chain passes to its next attempt; consumed when the attempt starts.
-_CHAIN_VARIABLES = ("RETRY_LOCAL_NUMBER", "RETRY_NOT_BEFORE", "RETRY_PARENT")
+_CHAIN_VARIABLES = ("RETRY_LOCAL_NUMBER", "RETRY_NOT_BEFORE", "RETRY_PARENT", "RETRY_CHECKPOINT")
 
 
 def _begin_attempt(runtime: Runtime) -> _Attempt:
@@ -488,6 +500,7 @@ def _begin_attempt(runtime: Runtime) -> _Attempt:
         number=_read_retry_number(runtime),
         not_before=environ.get("RETRY_NOT_BEFORE") or None,
         parent=environ.get("RETRY_PARENT") or None,
+        checkpoint=environ.get("RETRY_CHECKPOINT") or None,
     )
     if isinstance(environ, MutableMapping):
         for name in _CHAIN_VARIABLES:
@@ -688,6 +701,8 @@ def _ascii_count(text: str) -> int | None:
 MAX_RETRIES = 100
 #: Hard ceiling on a single wait, in seconds (one day).
 MAX_WAIT = 86_400.0
+#: Output files whose name matches this are checkpoints, unless a policy says otherwise.
+DEFAULT_CHECKPOINT_PATTERN = "*checkpoint*"
 
 if TYPE_CHECKING:  # only for annotations, so that this file still imports on Python 3.8
     #: What ``Policy.retry_on`` takes: a predicate, an exception type, or a tuple of types.
@@ -706,6 +721,11 @@ class Policy:
     ``wait_in`` says where the wait is spent: ``"retry"`` (default) starts the retry at
     once and lets it wait before it does work, which frees the failed machine;
     ``"failed"`` keeps the failed execution waiting before it asks for the retry.
+
+    ``checkpoint`` names the step's input through which a retry gets the newest
+    checkpoint of the attempt that failed (the newest output file whose name matches
+    ``checkpoint_pattern``); the job reads it with :func:`checkpoint_path`.  Unset, a
+    retry starts from the beginning and no output is looked at.
     """
 
     retries: int = 3
@@ -715,6 +735,8 @@ class Policy:
     jitter: float = 0.0
     retry_on: RetryOn = is_transient
     wait_in: str = "retry"
+    checkpoint: str | None = None
+    checkpoint_pattern: str = DEFAULT_CHECKPOINT_PATTERN
 
     def __post_init__(self) -> None:
         _check_number("retries", self.retries, 0, MAX_RETRIES, integer=True)
@@ -728,6 +750,10 @@ class Policy:
             raise ConfigError(f"wait_in must be 'retry' or 'failed', got {self.wait_in!r}")
         if not callable(self.retry_on) and not _is_exception_types(self.retry_on):
             raise ConfigError("retry_on must be a predicate or exception types")
+        if self.checkpoint is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(self.checkpoint)):
+            raise ConfigError(f"checkpoint must be the name of one of the step's inputs, got {self.checkpoint!r}")
+        if not isinstance(self.checkpoint_pattern, str) or not self.checkpoint_pattern.strip():
+            raise ConfigError(f"checkpoint_pattern must be a file name pattern, got {self.checkpoint_pattern!r}")
 
     def should_retry(self, error: BaseException) -> bool:
         """Tell whether ``error`` is one this policy retries."""
@@ -951,6 +977,180 @@ def _urls(value: Any) -> list[str]:
 
 def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
+
+
+# --- checkpoints: where a retry resumes ------------------------------------------------
+
+#: The longest a relaunch waits for checkpoints still being live-uploaded, in seconds.
+CHECKPOINT_UPLOAD_WAIT = 10.0
+_NO_CHECKPOINT_YET = "no checkpoint yet: the retry starts from the beginning"
+
+
+def checkpoint_path(input_name: str = "checkpoint", pattern: str = DEFAULT_CHECKPOINT_PATTERN) -> Path | None:
+    """The checkpoint file to resume from, or ``None`` to start from the beginning.
+
+    One resume path serves retries and Valohai's own restarts.  Looked for in order:
+
+    1. the file a local retry was handed (the failed process's newest checkpoint);
+    2. the step's input ``input_name``: how a retry on Valohai gets its checkpoint;
+    3. Valohai's ``_restart`` input, which holds every output of a run interrupted on a
+       spot instance: of its files matching ``pattern``, the last by name (give
+       checkpoints names that sort by age, e.g. ``checkpoint-epoch-0007.pt``).
+    """
+    handed = _handed_checkpoint()
+    if handed:
+        return Path(handed)
+    for name, wanted in ((input_name, "*"), ("_restart", pattern)):
+        folder = Path(valohai.paths.get_inputs_path(name))
+        files = {
+            _name_within(Path(path), folder): Path(path) for path in valohai.inputs(name).paths(process_archives=False)
+        }
+        chosen = _last_by_name(list(files), wanted)
+        if chosen:
+            return files[chosen]
+    return None
+
+
+def _name_within(path: Path, folder: Path) -> str:
+    """``path``'s name relative to ``folder`` (its input's folder), as patterns see it."""
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:  # not below it (e.g. an archive's extracted member): its own name
+        return path.name
+
+
+def _handed_checkpoint() -> str | None:
+    """The checkpoint file a local retry was handed, if it still exists."""
+    attempt = _process.attempt
+    handed = attempt.checkpoint if attempt is not None else os.environ.get("RETRY_CHECKPOINT")
+    return handed if handed and os.path.isfile(handed) else None
+
+
+def _last_by_name(names: Sequence[str], pattern: str) -> str | None:
+    """Of ``names`` (relative to their folder), the last matching ``pattern``, else None."""
+    return max((name for name in names if _matches(name, pattern)), default=None)
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """Whether a file's name (relative to its folder; ``*`` spans folders) fits ``pattern``."""
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _inputs_with_checkpoint(inputs: Mapping[str, list[str]], urls: list[str], policy: Policy) -> dict[str, list[str]]:
+    """The retry's inputs: this attempt's, with ``urls`` as the checkpoint input.
+
+    ``_restart`` is Valohai's to fill (after a spot interruption); it is never sent.
+    """
+    chosen = {name: list(value) for name, value in inputs.items() if name not in ("_restart", policy.checkpoint)}
+    if urls:
+        chosen[str(policy.checkpoint)] = urls
+    return chosen
+
+
+def _checkpoint_on_valohai(
+    api: ValohaiAPI, execution: Execution, policy: Policy, runtime: Runtime, current: Sequence[str]
+) -> list[str]:
+    """The URL of the newest checkpoint the failed attempt uploaded, else of the one it started from.
+
+    So progress never goes backwards: an attempt that failed before saving a checkpoint
+    hands on the checkpoint it was given.  A failure to list the outputs costs only that.
+    """
+    try:
+        newest = _newest_uploaded_checkpoint(api, execution, policy.checkpoint_pattern, runtime)
+    except RetryError as exc:
+        _say(f"could not list this execution's outputs, so the retry gets the checkpoint this attempt had: {exc}")
+        newest = None
+    if newest is not None:
+        _say(f"the retry resumes from {newest.get('name')} (datum://{newest['id']})")
+        return [f"datum://{newest['id']}"]
+    found = _started_from_on_valohai(str(policy.checkpoint), policy.checkpoint_pattern)
+    started_from = [found] if found else list(current)
+    _say(
+        f"no newer checkpoint: the retry resumes from {', '.join(started_from)}" if started_from else _NO_CHECKPOINT_YET
+    )
+    return started_from
+
+
+def _newest_uploaded_checkpoint(
+    api: ValohaiAPI, execution: Execution, pattern: str, runtime: Runtime
+) -> dict[str, Any] | None:
+    """The newest uploaded output of ``execution`` whose name matches ``pattern``.
+
+    Checkpoints still being live-uploaded (read-only files not yet taken from the
+    outputs folder) are waited for, at most :data:`CHECKPOINT_UPLOAD_WAIT` seconds.
+    """
+    deadline = runtime.monotonic() + CHECKPOINT_UPLOAD_WAIT
+    pending = _pending_uploads(pattern)
+    if pending:
+        _say(f"waiting for {len(pending)} checkpoint(s) still uploading: {', '.join(sorted(pending))[:200]}")
+    while _pending_uploads(pattern) and runtime.monotonic() < deadline:
+        runtime.sleep(0.2)
+    while True:
+        # Every output is read, not only a first page: a job may save many files.
+        outputs = list(api.pages("/api/v0/data/", {"output_execution": execution.id}, page_size=1000))
+        matching = [datum for datum in outputs if _is_checkpoint_datum(datum, pattern)]
+        listed = {datum.get("name") for datum in matching}
+        if pending <= listed or runtime.monotonic() >= deadline:  # an upload may take a moment to be listed
+            break
+        runtime.sleep(1.0)
+    return max(matching, key=_datum_age, default=None)
+
+
+def _is_checkpoint_datum(datum: Mapping[str, Any], pattern: str) -> bool:
+    name = datum.get("name")
+    return _is_text(name) and _is_text(datum.get("id")) and _matches(str(name), pattern)
+
+
+def _datum_age(datum: Mapping[str, Any]) -> tuple[float, str]:
+    """Sort key of a datum: its creation time, then its name."""
+    try:
+        created = _parse_instant(str(datum.get("ctime")))
+    except (ValueError, OverflowError):
+        created = 0.0
+    return created, str(datum.get("name"))
+
+
+def _pending_uploads(pattern: str) -> set[str]:
+    """Checkpoint files still in the outputs folder and read-only: a live upload under way."""
+    return {name for name, path, status in _output_files(pattern) if not status.st_mode & stat.S_IWUSR}
+
+
+def _newest_local_checkpoint(pattern: str) -> str | None:
+    """The newest checkpoint this process wrote to its outputs folder (a local run)."""
+    found = [(status.st_mtime, name, path) for name, path, status in _output_files(pattern)]
+    return str(max(found)[2].resolve()) if found else None
+
+
+def _output_files(pattern: str) -> list[tuple[str, Path, os.stat_result]]:
+    """Files in this attempt's outputs folder matching ``pattern``: name (relative), path, status."""
+    root = Path(valohai.paths.get_outputs_path())
+    found = []
+    for path in root.rglob("*") if root.is_dir() else ():
+        name = path.relative_to(root).as_posix()
+        with contextlib.suppress(OSError):  # a file taken away while this looks: not there
+            status = path.stat()
+            if stat.S_ISREG(status.st_mode) and _matches(name, pattern):
+                found.append((name, path, status))
+    return found
+
+
+def _started_from_on_valohai(input_name: str, pattern: str) -> str | None:
+    """The URL of the checkpoint this attempt started from, from ``inputs.json``.
+
+    The same file :func:`checkpoint_path` picks: the named input's, else the newest
+    matching file of ``_restart``.
+    """
+    path = config_dir() / "inputs.json"
+    inputs = _read_json_object(path) if path.exists() else {}
+    for name, wanted in ((input_name, "*"), ("_restart", pattern)):
+        entry = inputs.get(name)
+        files = [file for file in entry.get("files", []) if isinstance(file, dict)] if isinstance(entry, dict) else []
+        by_name = {str(file.get("name")): file for file in files if _is_text(file.get("name"))}
+        chosen = _last_by_name(list(by_name), wanted)
+        if chosen:
+            file = by_name[chosen]
+            return f"datum://{file['datum_id']}" if _is_text(file.get("datum_id")) else _text(file.get("uri"))
+    return None
 
 
 # --- finding a retry in the project's executions ---------------------------------------
@@ -1206,7 +1406,7 @@ class ValohaiAPI:
         """Give the calls from now on a whole budget again (after a deliberate wait)."""
         self._deadline = None
 
-    def pages(self, path: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    def pages(self, path: str, params: Mapping[str, Any], *, page_size: int = 0) -> Iterator[dict[str, Any]]:
         """The items of a paged list, page by page with ``limit`` and ``offset``.
 
         The ``next`` link of a page only tells whether there is more: it is never
@@ -1218,7 +1418,7 @@ class ValohaiAPI:
         seen: set[object] = set()
         offset = 0
         for _ in range(MAX_PAGES):
-            page = self.get(path, {**params, "limit": PAGE_SIZE, "offset": offset})
+            page = self.get(path, {**params, "limit": page_size or PAGE_SIZE, "offset": offset})
             results = page.get("results")
             if not isinstance(results, list):
                 raise APIError(f"GET {path}: a list page without results")
@@ -1230,7 +1430,9 @@ class ValohaiAPI:
                     yield item
             if not results or not page.get("next"):
                 return
-        raise APIError(f"GET {path}: the list goes on past {MAX_PAGES} pages of {PAGE_SIZE}; stopped there")
+        raise APIError(
+            f"GET {path}: the list goes on past {MAX_PAGES} pages of {page_size or PAGE_SIZE}; stopped there"
+        )
 
     def _request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None

@@ -1,11 +1,14 @@
 """The sample step ``train``: a short training run that sometimes fails like real jobs do.
 
 With probability ``failure_rate`` the run fails at a random epoch with a real exception of
-the kind ``failure_type`` names; ``retry.run`` then starts a retry (or gives up).
+the kind ``failure_type`` names; ``retry.run`` then starts a retry (or gives up).  After
+every epoch it saves a checkpoint and live-uploads it, so a retry (or Valohai's own
+restart after a spot interruption) resumes after the last finished epoch.
 
 Two environment variables help demos and tests: ``TRAIN_OUTAGE_ATTEMPTS=N`` makes the
-simulated outage deterministic (the first N attempts fail, later ones succeed, whatever
-``failure_rate`` says), and ``TRAIN_EPOCH_SECONDS`` sets how long an epoch takes (0.3).
+simulated outage deterministic (the first N attempts fail, each halfway through the
+epochs it has left; later ones succeed, whatever ``failure_rate`` says), and
+``TRAIN_EPOCH_SECONDS`` sets how long an epoch takes (0.3).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import retry
 
 EPOCHS = 5
 EPOCH_SECONDS = float(os.environ.get("TRAIN_EPOCH_SECONDS", "0.3"))
+#: The step's input through which a retry gets the checkpoint to resume from.
+CHECKPOINT_INPUT = "checkpoint"
 FAILURE_TYPES = ("connection", "timeout", "rate-limit", "bug")
 OUTAGE_VARIABLE = "TRAIN_OUTAGE_ATTEMPTS"
 T = TypeVar("T")
@@ -91,30 +96,78 @@ def simulated_failure(kind: str) -> Exception:
     return ValueError("feature matrix has 31 columns, the model expects 32")
 
 
-def failing_epoch(failure_rate: float, rng: random.Random) -> int | None:
-    """The epoch at which this attempt fails, or None when it succeeds."""
+@dataclass
+class Progress:
+    """Where training stands: the last finished epoch, its loss, the model's weights."""
+
+    epoch: int = 0
+    loss: float = 1.0
+    weights: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
+
+
+def failing_epoch(failure_rate: float, rng: random.Random, done: int = 0) -> int | None:
+    """The epoch (counted from 1) in which this attempt fails, or None when it succeeds.
+
+    ``done`` epochs are already trained (the checkpoint it resumed from).
+    """
+    left = EPOCHS - done
+    if left <= 0:
+        return None
     outage = os.environ.get(OUTAGE_VARIABLE, "")
-    fails = retry.current_retry() < int(outage) if outage.isdigit() else rng.random() < failure_rate
-    return rng.randrange(EPOCHS) if fails else None
+    if outage.isdigit():  # deterministic: halfway through what is left
+        return done + (left + 1) // 2 if retry.current_retry() < int(outage) else None
+    return done + 1 + rng.randrange(left) if rng.random() < failure_rate else None
+
+
+def resume() -> Progress:
+    """The progress of the checkpoint to resume from, or a fresh start."""
+    path = retry.checkpoint_path(CHECKPOINT_INPUT)
+    if path is None:
+        return Progress()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        progress = Progress(int(data["epoch"]), float(data["loss"]), tuple(float(w) for w in data["weights"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a checkpoint of this step: {exc!r}") from None
+    print(f"Resuming from {path.name}: epoch {progress.epoch} of {EPOCHS} done, loss {progress.loss:.4f}", flush=True)
+    return progress
+
+
+def save_checkpoint(progress: Progress) -> None:
+    """Write the checkpoint of a finished epoch and upload it right away (live upload).
+
+    Each epoch gets its own file, named so that names sort by age: Valohai advises
+    against re-uploading one name quickly, and a restart picks the last by name.
+    """
+    name = f"checkpoint-epoch-{progress.epoch:04d}.json"
+    path = valohai.outputs().path(name)
+    partial = f"{path}.partial"  # written whole first: a crash never leaves half a checkpoint
+    with open(partial, "w", encoding="utf-8") as file:
+        json.dump({"epoch": progress.epoch, "loss": progress.loss, "weights": list(progress.weights)}, file)
+    os.replace(partial, path)
+    valohai.outputs().live_upload(name)
 
 
 def train(settings: Settings, rng: random.Random) -> None:
-    """Run a few epochs, log metrics, write a small model file; maybe fail on the way."""
-    fail_at = failing_epoch(settings.failure_rate, rng)
-    print(f"Training {EPOCHS} epochs", flush=True)
-    loss = 1.0
-    for epoch in range(EPOCHS):
+    """Run the epochs left, log metrics, checkpoint each epoch, write a small model file."""
+    progress = resume()
+    fail_at = failing_epoch(settings.failure_rate, rng, progress.epoch)
+    print(f"Training epochs {progress.epoch + 1} to {EPOCHS}", flush=True)
+    for epoch in range(progress.epoch + 1, EPOCHS + 1):
         if epoch == fail_at:
             raise simulated_failure(settings.failure_type)
         time.sleep(EPOCH_SECONDS)
-        loss *= 0.6 + 0.2 * rng.random()
+        loss = progress.loss * (0.6 + 0.2 * rng.random())
+        weights = tuple(round(weight + rng.uniform(-0.1, 0.1), 4) for weight in progress.weights)
+        progress = Progress(epoch, loss, weights)
         with valohai.metadata.logger() as logger:
-            logger.log("epoch", epoch + 1)
+            logger.log("epoch", epoch)
             logger.log("loss", round(loss, 4))
+        save_checkpoint(progress)
     path = valohai.outputs().path("model.json")
     with open(path, "w", encoding="utf-8") as file:
-        json.dump({"epochs": EPOCHS, "loss": loss}, file)
-    print(f"Training complete: loss {loss:.4f}, model saved to {path}")
+        json.dump({"epochs": EPOCHS, "loss": progress.loss, "weights": list(progress.weights)}, file)
+    print(f"Training complete: loss {progress.loss:.4f}, model saved to {path}")
 
 
 def main() -> None:
@@ -123,7 +176,12 @@ def main() -> None:
     except ValueError as exc:
         print(f"train.py: invalid parameter: {exc}", file=sys.stderr)
         sys.exit(retry.EXIT_BAD_CONFIG)
-    retry.run(lambda: train(settings, random.Random()), retries=settings.retries, delay=settings.delay)
+    retry.run(
+        lambda: train(settings, random.Random()),
+        retries=settings.retries,
+        delay=settings.delay,
+        checkpoint=CHECKPOINT_INPUT,
+    )
 
 
 if __name__ == "__main__":

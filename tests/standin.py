@@ -17,6 +17,8 @@ import http.server
 import json
 import re
 import secrets
+import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -114,6 +116,31 @@ class Execution:
 
 
 @dataclass
+class Datum:
+    """An uploaded output file."""
+
+    id: str
+    name: str  # relative to the outputs folder it came from
+    size: int
+    ctime: float
+    stored: Path
+    execution: Execution
+
+    def as_api(self) -> dict[str, Any]:
+        """The datum as the data list shows it (valohai-cli's OUTPUT_DATUM_DATA shape)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "size": self.size,
+            "ctime": _iso(self.ctime),
+            "file_ctime": _iso(self.ctime),
+            "file_mtime": _iso(self.ctime),
+            "uri": f"s3://standin-bucket/data/{self.id}/{self.name}",
+            "output_execution": {"id": self.execution.id, "counter": self.execution.counter},
+        }
+
+
+@dataclass
 class Call:
     """One request the stand-in received."""
 
@@ -157,6 +184,9 @@ class Platform:
         # When set, every list page carries this as its "next" link (endless, elsewhere, relative).
         self.next_override: str | None = None
         self.executions: dict[int, Execution] = {}
+        self.data: dict[str, Datum] = {}
+        # How long a live upload takes, from the file turning read-only to its datum.
+        self.upload_latency = 0.1
         self.calls: list[Call] = []
         self.faults: list[Fault] = []
         self.overrides: dict[int, dict[str, Any]] = {}
@@ -194,9 +224,12 @@ class Platform:
         """Run the attempt tagged ``retry: retry_number`` with other parameter values."""
         self.overrides[retry_number] = parameters
 
-    def start(self, title: str = "Nightly training", **parameters: Any) -> Execution:
+    def start(
+        self, title: str = "Nightly training", *, inputs: dict[str, list[str]] | None = None, **parameters: Any
+    ) -> Execution:
         """Create and run a first attempt, as a user pressing *Create execution* would."""
         payload = {
+            "inputs": inputs or {},
             "project": PROJECT_ID,
             "commit": COMMIT,
             "step": "train",
@@ -229,6 +262,15 @@ class Platform:
     def summary(self) -> str:
         return ", ".join(f"#{e.counter} {e.status} {e.tags}" for e in self.executions.values())
 
+    def restart_inputs(self, execution: Execution) -> dict[str, list[str]]:
+        """The ``_restart`` input Valohai gives a run restarted after a spot interruption."""
+        return {"_restart": [f"datum://{datum.id}" for datum in self.outputs_of(execution)]}
+
+    def outputs_of(self, execution: Execution) -> list[Datum]:
+        """What ``execution`` uploaded, oldest first."""
+        with self._lock:
+            return sorted((d for d in self.data.values() if d.execution is execution), key=lambda d: d.ctime)
+
     def creates(self) -> list[Call]:
         """The create calls received (whatever their outcome)."""
         return [call for call in self.calls if call.method == "POST" and call.path == "/api/v0/executions/"]
@@ -260,6 +302,7 @@ class Platform:
         variables = payload.get("environment_variables", {})
         if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
             errors["environment_variables"] = ["Expected an object of strings."]
+        errors.update(self._validate_inputs(payload.get("inputs", {})))
         for name, kind in OPTION_TYPES.items():
             if name in payload and (
                 not isinstance(payload[name], kind) or isinstance(payload[name], bool) != (kind is bool)
@@ -268,6 +311,19 @@ class Platform:
         if payload.get("environment") not in (None, ENVIRONMENT["id"], ENVIRONMENT["slug"]):
             errors["environment"] = [f"Environment {payload.get('environment')!r} not found."]
         return errors
+
+    def _validate_inputs(self, inputs: Any) -> dict[str, list[str]]:
+        """Inputs are ``{name: [url, ...]}``, for inputs the step declares (or ``_restart``)."""
+        if not isinstance(inputs, dict) or not all(isinstance(urls, list) for urls in inputs.values()):
+            return {"inputs": ["Expected an object of lists."]}
+        problems = []
+        for name, urls in inputs.items():
+            if name not in self._step.inputs and name != "_restart":
+                problems.append(f"Step {self._step.name!r} has no input {name!r}.")
+            for url in urls:
+                if not isinstance(url, str) or (url.startswith("datum://") and url[8:] not in self.data):
+                    problems.append(f"{name}: {url!r} is not a known datum or URL.")
+        return {"inputs": problems} if problems else {}
 
     def crowd(self, count: int) -> None:
         """Create ``count`` executions of other chains, as a sweep failing at once would."""
@@ -371,7 +427,20 @@ class Platform:
             if method == "GET" and path == "/api/v0/executions/":
                 if query.get("project") != [PROJECT_ID]:
                     return 400, {"project": ["This filter is required."]}
-                return 200, self._page(query)
+                ordered = sorted(self.executions.values(), key=lambda e: -e.counter)
+                return 200, self._page(path, query, [self._summary_item(e) for e in ordered])
+            if method == "GET" and path == "/api/v0/data/":
+                wanted = query.get("output_execution", [""])[0]
+                data = sorted(self.data.values(), key=lambda d: -d.ctime)
+                return 200, self._page(path, query, [d.as_api() for d in data if d.execution.id == wanted])
+            download = re.fullmatch(r"/api/v0/data/([^/]+)/download/", path)
+            if method == "GET" and download:
+                found = download.group(1) in self.data
+                return (
+                    (200, {"url": f"{self.host}/files/{download.group(1)}"})
+                    if found
+                    else (404, {"detail": "Not found."})
+                )
             if method == "GET" and path == f"/api/v0/projects/{PROJECT_ID}/":
                 secret = {"VH_API_TOKEN": {"value": None, "secret": True}}
                 variables = secret if self.token and self.token_on_project else {}
@@ -382,23 +451,27 @@ class Platform:
                 return (200, self._detail(execution)) if execution else (404, {"detail": "Not found."})
         return 404, {"detail": "Not found."}
 
-    def _page(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        """One page of the list, newest first, with limit and offset as Django REST framework pages."""
+    def _page(self, path: str, query: dict[str, list[str]], items: list[dict[str, Any]]) -> dict[str, Any]:
+        """One page of ``items`` with limit and offset, as Django REST framework pages them."""
         limit = min(int(query.get("limit", ["100"])[0]), self.page_cap)
         offset = int(query.get("offset", ["0"])[0])
-        ordered = sorted(self.executions.values(), key=lambda e: -e.counter)
-        page = ordered[offset : offset + limit]
-        more = offset + limit < len(ordered)
+        more = offset + limit < len(items)
 
         def link(start: int) -> str:
-            return f"{self.host}/api/v0/executions/?project={PROJECT_ID}&ordering=-counter&limit={limit}&offset={start}"
+            kept = "&".join(f"{key}={values[0]}" for key, values in query.items() if key not in ("limit", "offset"))
+            return f"{self.host}{path}?{kept}&limit={limit}&offset={start}"
 
         return {
-            "count": len(ordered),
+            "count": len(items),
             "next": self.next_override or (link(offset + limit) if more else None),
             "previous": link(max(0, offset - limit)) if offset else None,
-            "results": [self._summary_item(e) for e in page],
+            "results": items[offset : offset + limit],
         }
+
+    def file(self, datum_id: str) -> bytes | None:
+        """A datum's content, as its download URL serves it."""
+        datum = self.data.get(datum_id)
+        return datum.stored.read_bytes() if datum else None
 
     def list_calls(self) -> list[Call]:
         """The list requests received."""
@@ -441,8 +514,10 @@ class Platform:
         folder = self.workdir / f"execution-{execution.counter}"
         config = folder / "config"
         config.mkdir(parents=True)
-        (folder / "outputs").mkdir()
-        self._write_config(execution, config)
+        outputs = folder / "outputs"
+        outputs.mkdir()
+        inputs = self._materialize_inputs(execution, folder / "inputs")
+        self._write_config(execution, config, inputs)
         parameters = {**execution.parameters, **self.overrides.get(execution.retry, {})}
         command = [sys.executable, self.script, *(f"--{name}={value}" for name, value in parameters.items())]
         environ = {
@@ -450,7 +525,8 @@ class Platform:
             "PYTHONUNBUFFERED": "1",
             "VH_JOB_ID": execution.id,
             "VH_CONFIG_DIR": str(config),
-            "VH_OUTPUTS_DIR": str(folder / "outputs"),
+            "VH_OUTPUTS_DIR": str(outputs),
+            "VH_INPUTS_DIR": str(folder / "inputs"),
             **({"VALOHAI_HOST": self.host} if self.host_variable else {}),
             "TRAIN_EPOCH_SECONDS": str(self.epoch_seconds),
             "RETRY_API_TIMEOUT": str(self.read_timeout),
@@ -470,8 +546,10 @@ class Platform:
             threading.Thread(target=self._read, args=(execution, process.stdout, "stdout"), daemon=True),
             threading.Thread(target=self._read, args=(execution, process.stderr, "stderr"), daemon=True),
         ]
-        for reader in readers:
-            reader.start()
+        stop_watching = threading.Event()
+        watcher = threading.Thread(target=self._watch_outputs, args=(execution, outputs, stop_watching), daemon=True)
+        for thread in (*readers, watcher):
+            thread.start()
         try:
             execution.exit_code = process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -479,8 +557,58 @@ class Platform:
             execution.exit_code = process.wait()
         for reader in readers:
             reader.join(timeout=5)
+        stop_watching.set()
+        watcher.join(timeout=5)
+        for path in sorted(outputs.rglob("*")):  # whatever its status, what is left is uploaded
+            if path.is_file():
+                self._upload(execution, outputs, path)
         execution.status = "complete" if execution.exit_code == 0 else "error"
         execution.ended_at = time.time()
+
+    def _watch_outputs(self, execution: Execution, outputs: Path, stop: threading.Event) -> None:
+        """Live upload: a file turned read-only is uploaded right away and taken from the folder."""
+        while not stop.is_set():
+            for path in sorted(outputs.rglob("*")):
+                if path.is_file() and not path.stat().st_mode & stat.S_IWUSR:
+                    time.sleep(self.upload_latency)
+                    self._upload(execution, outputs, path)
+            stop.wait(0.05)
+
+    def _upload(self, execution: Execution, outputs: Path, path: Path) -> None:
+        datum_id = str(uuid.uuid4())
+        stored = self.workdir / "data" / datum_id / path.name
+        stored.parent.mkdir(parents=True)
+        shutil.copyfile(path, stored)
+        name = path.relative_to(outputs).as_posix()
+        with self._lock:
+            self.data[datum_id] = Datum(datum_id, name, stored.stat().st_size, time.time(), stored, execution)
+        path.unlink()
+
+    def _materialize_inputs(self, execution: Execution, folder: Path) -> dict[str, Any]:
+        """Download the inputs into the execution's inputs folder; return ``inputs.json``."""
+        listing: dict[str, Any] = {}
+        for name, urls in execution.inputs.items():
+            files = []
+            for url in urls:
+                datum = self.data.get(url[len("datum://") :]) if url.startswith("datum://") else None
+                if datum is None:  # a bucket URL: listed, not fetched by the stand-in
+                    files.append({"name": url.rsplit("/", 1)[-1], "uri": url})
+                    continue
+                target = folder / name / datum.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(datum.stored, target)
+                api = datum.as_api()
+                files.append(
+                    {
+                        "name": datum.name,
+                        "uri": api["uri"],
+                        "path": str(target),
+                        "size": datum.size,
+                        "datum_id": datum.id,
+                    }
+                )
+            listing[name] = {"files": files}
+        return listing
 
     def _has_token(self, execution: Execution) -> bool:
         """Whether the execution gets VH_API_TOKEN: from the project, if it inherits the
@@ -517,7 +645,7 @@ class Platform:
             if line.startswith("Traceback") and execution.failed_at is None:
                 execution.failed_at = now
 
-    def _write_config(self, execution: Execution, config: Path) -> None:
+    def _write_config(self, execution: Execution, config: Path, inputs: dict[str, Any]) -> None:
         files = {
             "execution.json": {
                 "valohai.execution-id": execution.id,
@@ -533,7 +661,7 @@ class Platform:
                 "valohai.task-id": None,
             },
             "parameters.json": execution.parameters,
-            "inputs.json": {name: {"files": [{"uri": url} for url in urls]} for name, urls in execution.inputs.items()},
+            "inputs.json": inputs,
             "api.json": {
                 "set_status_detail": {
                     "url": f"{self.host}{self.status_detail_path(execution)}?signature={execution.signature}",
@@ -586,6 +714,10 @@ def _handler_for(platform: Platform) -> type[http.server.BaseHTTPRequestHandler]
                     platform._in_flight -= 1
 
         def _serve_with_faults(self, method: str, path: str, query: Any, authorization: str, body: Any) -> None:
+            if method == "GET" and path.startswith("/files/"):  # a download URL: signed, no token
+                content = platform.file(path[len("/files/") :])
+                self._answer(200 if content is not None else 404, None, {}, content or b"")
+                return
             fault = platform.take_fault(method, path)
             if fault and fault.kind == "drop":
                 self.close_connection = True

@@ -9,6 +9,9 @@ parameters; others are ignored) and from the environment:
 - ``JOB_THREAD=1``: call ``retry.run`` from a worker thread
 - ``JOB_CHDIR``: change to this folder before failing
 - ``JOB_HELPER=1``: start a helper program that uses ``retry.run``, and record what it says
+- ``JOB_EPOCHS=N``: train N epochs with a live-uploaded checkpoint after each, resuming
+  from ``retry.checkpoint_path()``; ``JOB_FAIL_EPOCHS=3,1`` makes the first attempt fail
+  in epoch 3 and the second in epoch 1 (recorded as ``resume`` and ``epoch`` events)
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 if Path(globals().get("__file__", "-")).is_file():  # read from stdin, it relies on PYTHONPATH instead
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import valohai
 
 import retry
 
@@ -44,11 +50,30 @@ def work() -> None:
         record("helper", output=helper.stderr)
     if os.environ.get("JOB_CHDIR"):
         os.chdir(os.environ["JOB_CHDIR"])
+    if os.environ.get("JOB_EPOCHS"):
+        train_epochs(int(os.environ["JOB_EPOCHS"]))
+        return
     if retry.current_retry() < int(os.environ.get("JOB_FAIL_ATTEMPTS", "1")):
         record("fail")
         raise ConnectionError("simulated outage")
     print("Training 1 epoch", flush=True)  # the stand-in marks the start of work here
     record("work")
+
+
+def train_epochs(epochs: int) -> None:
+    path = retry.checkpoint_path()
+    done = json.loads(path.read_text())["epoch"] if path else 0
+    record("resume", epoch=done, checkpoint=path.name if path else None)
+    failing = [int(epoch) for epoch in os.environ.get("JOB_FAIL_EPOCHS", "").split(",") if epoch]
+    attempt = retry.current_retry()
+    for epoch in range(done + 1, epochs + 1):
+        record("epoch", epoch=epoch)
+        if attempt < len(failing) and epoch == failing[attempt]:
+            raise ConnectionError(f"simulated outage in epoch {epoch}")
+        name = f"checkpoint-epoch-{epoch:04d}.json"
+        Path(valohai.outputs().path(name)).write_text(json.dumps({"epoch": epoch}))
+        valohai.outputs().live_upload(name)
+    print("Training complete", flush=True)
 
 
 def setting(name: str, default: float) -> float:
@@ -58,13 +83,15 @@ def setting(name: str, default: float) -> float:
 
 
 def main() -> None:
-    retries, delay = int(setting("retries", 1)), setting("delay", 0)
+    settings: dict[str, Any] = {"retries": int(setting("retries", 1)), "delay": setting("delay", 0)}
+    if os.environ.get("JOB_EPOCHS"):
+        settings["checkpoint"] = "checkpoint"
     if os.environ.get("JOB_THREAD"):
-        worker = threading.Thread(target=retry.run, args=(work,), kwargs={"retries": retries, "delay": delay})
+        worker = threading.Thread(target=retry.run, args=(work,), kwargs=settings)
         worker.start()
         worker.join()
     else:
-        retry.run(work, retries=retries, delay=delay)
+        retry.run(work, **settings)
 
 
 if __name__ == "__main__":

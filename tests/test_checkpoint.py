@@ -1,0 +1,334 @@
+"""Checkpoints: which one a retry gets, how it is found, and how the job reads it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from conftest import (
+    AUTH,
+    CREATE_URL,
+    CREATED,
+    EXECUTION_ID,
+    HOST,
+    STATUS_URL,
+    FakeClock,
+    Spawned,
+    connection_error,
+    expect_detail,
+    expect_project,
+    expected_payload,
+    fail,
+    instant,
+)
+from responses import matchers
+
+import retry
+
+DATA_URL = f"{HOST}/api/v0/data/"
+
+
+def datum(name: str, ctime: str, datum_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": datum_id or f"d-{name}",
+        "name": name,
+        "size": 120,
+        "ctime": ctime,
+        "file_ctime": ctime,
+        "file_mtime": ctime,
+        "uri": f"s3://acme/data/{name}",
+        "output_execution": {"id": EXECUTION_ID, "counter": 41},
+    }
+
+
+def data_page(offset: int) -> Any:
+    return matchers.query_param_matcher({"output_execution": EXECUTION_ID, "limit": "1000", "offset": str(offset)})
+
+
+@pytest.fixture
+def outputs(config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    monkeypatch.setenv("VH_OUTPUTS_DIR", str(folder))
+    return folder
+
+
+def expect_relaunch_with(api: responses.RequestsMock, clock: FakeClock, checkpoint: list[str] | None) -> None:
+    """The create call, strictly: the fixture's inputs plus (or without) this checkpoint."""
+    payload = expected_payload(["nightly", "retry: 1"], instant(clock.now_value + 60))
+    if checkpoint is not None:
+        payload["inputs"]["checkpoint"] = checkpoint
+    strict = matchers.json_params_matcher(payload, strict_match=True)
+    api.post(CREATE_URL, json=CREATED, status=201, match=[AUTH, strict])
+    expect_project(api)
+    api.post(STATUS_URL)
+
+
+def test_the_newest_uploaded_checkpoint_goes_to_the_retry_from_every_page(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    expect_detail(api)
+    first = [
+        datum("checkpoint-epoch-0001.json", "2026-11-20T09:14:10.000000Z"),
+        datum("model.json", "2026-11-20T09:15:59.000000Z"),  # newer, but not a checkpoint
+        datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20.000000Z"),
+    ]
+    second = [datum("checkpoints/checkpoint-epoch-0003.json", "2026-11-20T09:14:30.5Z", "d-newest")]
+    api.get(DATA_URL, json={"count": 4, "next": f"{DATA_URL}?offset=3", "results": first}, match=[AUTH, data_page(0)])
+    api.get(DATA_URL, json={"count": 4, "next": None, "results": second}, match=[AUTH, data_page(3)])
+    expect_relaunch_with(api, clock, ["datum://d-newest"])
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+
+
+def test_without_a_new_checkpoint_the_retry_gets_the_one_this_attempt_started_from(
+    outputs: Path, config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    started = {
+        "checkpoint": {"files": [{"name": "checkpoint-epoch-0002.json", "datum_id": "d-given", "uri": "s3://x"}]}
+    }
+    (config_dir / "inputs.json").write_text(
+        json.dumps({**json.loads((config_dir / "inputs.json").read_text()), **started})
+    )
+    expect_detail(api)
+    api.get(DATA_URL, json={"count": 1, "next": None, "results": [datum("model.json", "2026-11-20T09:14:10Z")]})
+    expect_relaunch_with(api, clock, ["datum://d-given"])
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+    assert "no newer checkpoint: the retry resumes from datum://d-given" in capsys.readouterr().err
+
+
+def test_a_restart_input_is_never_sent_and_its_newest_checkpoint_is_handed_on(
+    outputs: Path, config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    restart = {
+        "_restart": {
+            "files": [
+                {
+                    "name": "checkpoint-epoch-0004.json",
+                    "path": "/valohai/inputs/_restart/checkpoint-epoch-0004.json",
+                    "datum_id": "d-4",
+                },
+                {
+                    "name": "checkpoint-epoch-0007.json",
+                    "path": "/valohai/inputs/_restart/checkpoint-epoch-0007.json",
+                    "datum_id": "d-7",
+                },
+                {"name": "notes.txt", "path": "/valohai/inputs/_restart/notes.txt", "datum_id": "d-notes"},
+            ]
+        }
+    }
+    (config_dir / "inputs.json").write_text(json.dumps(restart))
+    detail = json.loads(json.dumps(__import__("conftest").load_fixture("execution-detail.json")))
+    detail["inputs"].append({"name": "_restart", "urls": ["datum://d-4", "datum://d-7", "datum://d-notes"]})
+    expect_detail(api, detail)
+    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
+    expect_relaunch_with(api, clock, ["datum://d-7"])
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+
+
+def test_no_checkpoint_anywhere_leaves_the_input_out(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    expect_detail(api)
+    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
+    expect_relaunch_with(api, clock, None)
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+    assert "no checkpoint yet: the retry starts from the beginning" in capsys.readouterr().err
+
+
+def test_a_failing_output_list_costs_only_the_newest_checkpoint(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    expect_detail(api)
+    api.get(DATA_URL, status=403, json={"detail": "Forbidden"})
+    expect_relaunch_with(api, clock, None)
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+    assert "could not list this execution's outputs, so the retry gets the checkpoint this attempt had" in (
+        capsys.readouterr().err
+    )
+
+
+def read_only(path: Path, text: str = "{}") -> Path:
+    path.write_text(text)
+    path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    return path
+
+
+def test_a_checkpoint_still_uploading_is_waited_for(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    pending = read_only(outputs / "checkpoint-epoch-0003.json")
+    read_only(outputs / "model.json")  # uploading too, but not a checkpoint: not waited for
+
+    def platform_takes_it(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.slept >= 1.0 and pending.exists():  # the upload finishes a second later
+            pending.chmod(stat.S_IWUSR | stat.S_IRUSR)
+            pending.unlink()
+
+    runtime.sleep = platform_takes_it
+    expect_detail(api)
+    uploaded = [
+        datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20Z"),
+        datum("checkpoint-epoch-0003.json", "2026-11-20T09:14:31Z"),
+    ]
+    api.get(DATA_URL, json={"count": 2, "next": None, "results": uploaded})
+    expect_relaunch_with(api, clock, ["datum://d-checkpoint-epoch-0003.json"])
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+    assert 1.0 <= clock.slept < 1.5
+
+
+def test_the_wait_for_an_upload_is_bounded(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    read_only(outputs / "checkpoint-epoch-0003.json")  # never taken: the platform is stuck
+    expect_detail(api)
+    listed = [datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20Z")]
+    api.get(DATA_URL, json={"count": 1, "next": None, "results": listed})  # once, after the whole wait
+    expect_relaunch_with(api, clock, ["datum://d-checkpoint-epoch-0002.json"])
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+    assert clock.slept == pytest.approx(retry.CHECKPOINT_UPLOAD_WAIT, abs=0.25)
+
+
+@pytest.mark.parametrize("pattern", ["*.ckpt", "weights/*"])
+def test_the_pattern_says_which_outputs_are_checkpoints(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, pattern: str
+) -> None:
+    expect_detail(api)
+    listed = [
+        datum("checkpoint-epoch-0009.json", "2026-11-20T09:20:00Z"),
+        datum("weights/step-100.ckpt", "2026-11-20T09:14:00Z", "d-match"),
+    ]
+    api.get(DATA_URL, json={"count": 2, "next": None, "results": listed})
+    expect_relaunch_with(api, clock, ["datum://d-match"])
+
+    assert fail(runtime, checkpoint="checkpoint", checkpoint_pattern=pattern) == retry.EXIT_RETRY_STARTED
+
+
+# --- locally -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_outputs(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    folder = tmp_path / "local-outputs"
+    folder.mkdir()
+    clean_env.setenv("VH_OUTPUTS_DIR", str(folder))
+    return folder
+
+
+def aged(path: Path, mtime: float, text: str = "{}") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_locally_the_next_process_is_handed_the_newest_checkpoint_file(
+    local_outputs: Path, runtime: retry.Runtime, spawned: Spawned, capsys: Any
+) -> None:
+    aged(local_outputs / "checkpoint-epoch-0001.json", 1000)
+    newest = aged(local_outputs / "sub" / "checkpoint-epoch-0002.json", 2000)
+    aged(local_outputs / "model.json", 3000)
+
+    retry.handle_failure(connection_error(), retry.Policy(checkpoint="checkpoint"), runtime=runtime)
+
+    [(_, environ)] = spawned.calls
+    assert environ["RETRY_CHECKPOINT"] == str(newest.resolve())
+    assert f"retry 1/3 resumes from {newest.resolve()}" in capsys.readouterr().err
+
+
+def test_locally_without_the_setting_nothing_is_handed_on(
+    local_outputs: Path, runtime: retry.Runtime, spawned: Spawned
+) -> None:
+    aged(local_outputs / "checkpoint-epoch-0001.json", 1000)
+    retry.handle_failure(connection_error(), retry.Policy(), runtime=runtime)
+    [(_, environ)] = spawned.calls
+    assert "RETRY_CHECKPOINT" not in environ
+
+
+def test_locally_a_retry_that_saved_nothing_hands_on_what_it_was_handed(
+    local_outputs: Path, tmp_path: Path, runtime: retry.Runtime, spawned: Spawned, clean_env: pytest.MonkeyPatch
+) -> None:
+    given = aged(tmp_path / "earlier" / "checkpoint-epoch-0004.json", 1000)
+    clean_env.setenv("RETRY_LOCAL_NUMBER", "1")
+    clean_env.setenv("RETRY_CHECKPOINT", str(given))
+
+    with pytest.raises(SystemExit):
+        retry.run(lambda: (_ for _ in ()).throw(connection_error()), checkpoint="checkpoint", runtime=runtime)
+
+    [(_, environ)] = spawned.calls
+    assert environ["RETRY_CHECKPOINT"] == str(given)
+
+
+# --- the job's side: checkpoint_path() ------------------------------------------------------
+
+
+def write_inputs(config_dir: Path, inputs_dir: Path, files: dict[str, list[str]]) -> None:
+    listing = {}
+    for name, names in files.items():
+        entries = []
+        for file_name in names:
+            path = aged(inputs_dir / name / file_name, 1000)
+            entries.append({"name": file_name, "path": str(path), "uri": f"s3://x/{file_name}"})
+        listing[name] = {"files": entries}
+    (config_dir / "inputs.json").write_text(json.dumps(listing))
+
+
+@pytest.fixture
+def fresh_inputs(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """valohai-utils reads inputs.json once: make it read the test's own."""
+    from valohai.internals import global_state
+
+    def reset() -> None:
+        monkeypatch.setattr(global_state, "loaded", False)
+        monkeypatch.setattr(global_state, "inputs", {})
+
+    reset()
+    return reset
+
+
+def test_checkpoint_path_prefers_the_checkpoint_input(
+    config_dir: Path, tmp_path: Path, fresh_inputs: Callable[[], None]
+) -> None:
+    write_inputs(config_dir, tmp_path / "inputs", {"checkpoint": ["given.pt"], "_restart": ["checkpoint-9.pt"]})
+    path = retry.checkpoint_path()
+    assert path is not None and path.name == "given.pt"
+
+
+def test_checkpoint_path_takes_the_last_checkpoint_by_name_from_restart(
+    config_dir: Path, tmp_path: Path, fresh_inputs: Callable[[], None]
+) -> None:
+    names = ["checkpoint-epoch-0010.json", "checkpoint-epoch-0009.json", "zz-notes.txt", "model.json"]
+    write_inputs(config_dir, tmp_path / "inputs", {"_restart": names})
+    path = retry.checkpoint_path()
+    assert path is not None and path.name == "checkpoint-epoch-0010.json"
+
+
+def test_checkpoint_path_is_none_for_a_fresh_start(config_dir: Path, fresh_inputs: Callable[[], None]) -> None:
+    (config_dir / "inputs.json").write_text(json.dumps({"dataset": {"files": []}}))
+    assert retry.checkpoint_path() is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"checkpoint": "../x"}, "checkpoint"),
+        ({"checkpoint": ""}, "checkpoint"),
+        ({"checkpoint_pattern": " "}, "checkpoint_pattern"),
+    ],
+)
+def test_checkpoint_settings_are_checked(settings: dict[str, Any], named: str) -> None:
+    with pytest.raises(retry.ConfigError, match=named):
+        retry.Policy(**settings)

@@ -1,0 +1,125 @@
+"""A retry resumes from the failed attempt's last checkpoint: real chains on the stand-in."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standin import Execution, Platform
+
+import retry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(40)]
+
+JOB = str(Path(__file__).resolve().parent / "jobs" / "job.py")
+CREATE = "/api/v0/executions/"
+
+
+def epochs_logged(execution: Execution) -> list[int]:
+    """The epochs whose metadata the execution printed: the epochs it finished."""
+    found = []
+    for _, stream, line in execution.log:
+        if stream == "stdout" and line.startswith("{"):
+            found.append(json.loads(line)["epoch"])
+    return found
+
+
+def resumed_from(execution: Execution) -> str | None:
+    match = re.search(r"^Resuming from (\S+): epoch", execution.log_text(), re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def checkpoint_sent(platform: Platform, create: int) -> list[str]:
+    body: dict[str, Any] = platform.creates()[create].body
+    return list(body["inputs"].get("checkpoint", []))
+
+
+def datum_name(platform: Platform, url: str) -> str:
+    return platform.data[url[len("datum://") :]].name
+
+
+def test_the_retry_resumes_after_the_last_finished_epoch(tmp_path: Path) -> None:
+    with Platform(tmp_path, extra_env={"TRAIN_OUTAGE_ATTEMPTS": "1"}) as platform:
+        first, second = platform_chain(platform, retries=3)
+        [sent] = checkpoint_sent(platform, 0)
+        assert datum_name(platform, sent) == "checkpoint-epoch-0002.json"
+        relaunch_calls = [call for call in platform.calls if first.failed_at <= call.at <= first.ended_at]
+    assert epochs_logged(first) == [1, 2]  # it failed in epoch 3
+    assert resumed_from(second) == "checkpoint-epoch-0002.json"
+    assert epochs_logged(second) == [3, 4, 5]  # the numbering goes on across the chain
+    assert second.status == "complete"
+    assert second.inputs == {"checkpoint": [sent]}
+    # Detail, outputs, create, the project's variables (first relaunch), status detail.
+    assert len(relaunch_calls) <= 5
+    assert [call.path for call in relaunch_calls].count("/api/v0/data/") == 1
+
+
+def test_two_failures_never_send_training_backwards(tmp_path: Path) -> None:
+    with Platform(tmp_path, extra_env={"TRAIN_OUTAGE_ATTEMPTS": "2"}) as platform:
+        first, second, third = platform_chain(platform, retries=3)
+        sent = [datum_name(platform, checkpoint_sent(platform, n)[0]) for n in (0, 1)]
+    assert sent == ["checkpoint-epoch-0002.json", "checkpoint-epoch-0003.json"]
+    finished = [epochs_logged(execution) for execution in (first, second, third)]
+    assert finished == [[1, 2], [3], [4, 5]]
+    started = sum(len(epochs) for epochs in finished) + 2  # plus the two epochs that failed
+    assert started <= 5 + 2
+    assert third.status == "complete"
+
+
+def test_a_failure_before_the_first_checkpoint_starts_the_retry_from_the_beginning(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    environ = {"JOB_EPOCHS": "5", "JOB_FAIL_EPOCHS": "1", "JOB_EVENTS": str(events)}
+    with Platform(tmp_path, script=JOB, extra_env=environ) as platform:
+        first, second = platform_chain(platform, retries=1)
+        assert checkpoint_sent(platform, 0) == []
+    recorded = [json.loads(line) for line in events.read_text().splitlines()]
+    resumes = [(event["attempt"], event["epoch"]) for event in recorded if event["event"] == "resume"]
+    assert resumes == [(0, 0), (1, 0)]
+    assert [event["epoch"] for event in recorded if event["event"] == "epoch" and event["attempt"] == 1] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    assert "no checkpoint yet: the retry starts from the beginning" in first.log_text()
+    assert second.status == "complete" and "checkpoint" not in second.inputs
+
+
+def test_a_retry_that_saved_nothing_hands_on_the_checkpoint_it_was_given(tmp_path: Path) -> None:
+    # Attempt 1 fails in epoch 3 (checkpoint 2); retry 1 fails in its first epoch, before saving.
+    events = tmp_path / "events.jsonl"
+    environ = {"JOB_EPOCHS": "5", "JOB_FAIL_EPOCHS": "3,3", "JOB_EVENTS": str(events)}
+    with Platform(tmp_path, script=JOB, extra_env=environ) as platform:
+        _, _, third = platform_chain(platform, retries=2)
+        assert checkpoint_sent(platform, 0) == checkpoint_sent(platform, 1)
+    recorded = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(event["attempt"], event["epoch"]) for event in recorded if event["event"] == "resume"] == [
+        (0, 0),
+        (1, 2),
+        (2, 2),
+    ]
+    assert third.status == "complete"
+
+
+def test_an_execution_restarted_by_valohai_resumes_from_its_restart_input(tmp_path: Path) -> None:
+    with Platform(tmp_path, extra_env={"TRAIN_OUTAGE_ATTEMPTS": "1"}) as platform:
+        platform.start(retries=0)  # fails in epoch 3 and gives up: an interrupted run
+        [interrupted] = platform.wait_until_idle(30)
+        uploaded = sorted(datum.name for datum in platform.outputs_of(interrupted))
+        platform.start(inputs=platform.restart_inputs(interrupted), retries=0)
+        _, restarted = platform.wait_until_idle(30)
+    assert uploaded == ["checkpoint-epoch-0001.json", "checkpoint-epoch-0002.json"]
+    assert resumed_from(restarted) == "checkpoint-epoch-0002.json"
+    assert epochs_logged(restarted)[0] == 3
+
+
+def platform_chain(platform: Platform, **parameters: Any) -> list[Execution]:
+    platform.start(failure_rate=0.0, delay=0, **parameters)
+    executions = platform.wait_until_idle(30)
+    assert all(execution.exit_code in (0, retry.EXIT_RETRY_STARTED) for execution in executions), platform.summary()
+    assert platform.leaks() == []
+    return executions
