@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from standin import Execution, Platform
+import requests
+from standin import COMMIT, PROJECT_ID, Execution, Platform
 
 import retry
 
@@ -123,3 +124,27 @@ def platform_chain(platform: Platform, **parameters: Any) -> list[Execution]:
     assert all(execution.exit_code in (0, retry.EXIT_RETRY_STARTED) for execution in executions), platform.summary()
     assert platform.leaks() == []
     return executions
+
+
+def test_the_standin_plays_the_data_api_like_valohai(tmp_path: Path) -> None:
+    with Platform(tmp_path, extra_env={"TRAIN_OUTAGE_ATTEMPTS": "1"}) as platform:
+        platform.start(retries=0)
+        [execution] = platform.wait_until_idle(30)
+        headers = {"Authorization": f"Token {platform.token}"}
+        listed = requests.get(
+            f"{platform.host}/api/v0/data/",
+            params={"output_execution": execution.id, "limit": 1},
+            headers=headers,
+            timeout=5,
+        ).json()
+        assert listed["count"] == 2 and len(listed["results"]) == 1 and listed["next"]
+        newest = listed["results"][0]
+        assert newest["name"] == "checkpoint-epoch-0002.json"
+        assert newest["output_execution"] == {"id": execution.id, "counter": execution.counter}
+        link = requests.get(f"{platform.host}/api/v0/data/{newest['id']}/download/", headers=headers, timeout=5).json()
+        assert json.loads(requests.get(link["url"], timeout=5).content)["epoch"] == 2
+        create = f"{platform.host}/api/v0/executions/"
+        base = {"project": PROJECT_ID, "commit": COMMIT, "step": "train"}
+        for inputs in ({"not_declared": ["s3://x/y"]}, {"checkpoint": ["datum://no-such-datum"]}):
+            answer = requests.post(create, json={**base, "inputs": inputs}, headers=headers, timeout=5)
+            assert answer.status_code == 400 and "inputs" in answer.json()
