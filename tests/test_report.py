@@ -744,3 +744,7 @@ def test_chain_prints_what_retry_py_chain_prints(token: pytest.MonkeyPatch, one_
         f"#41  retry 0  error  {CONNECTION} - retry 1/3 started as #42  {url(41)}\n"
         f"#42  retry 1  complete  -  {url(42)}\n"
     )
+
+
+def test_the_documented_sample_is_this_output() -> None:
+    assert EXPECTED_TEXT in (ROOT / "docs" / "report.md").read_text(encoding="utf-8")
