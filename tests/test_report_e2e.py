@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from standin import PROJECT_ID, PROJECT_NAME, Execution, Fault, Platform
 
+import chains
 import retry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(40)]
@@ -39,12 +40,18 @@ def start_mixed_chains(platform: Platform) -> None:
     platform.start("bad-settings", failure_rate=1.0, delay=4000)
 
 
-def test_the_report_counts_what_the_standin_recorded(tmp_path: Path) -> None:
+def test_the_report_counts_what_the_standin_recorded(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with Platform(tmp_path) as platform:
         start_mixed_chains(platform)
         executions = platform.wait_until_idle(CHAIN_TIMEOUT)
-        document = json.loads(report(platform, "--json"))
-        text = report(platform)
+        document = json.loads(report(platform, "--json"))  # the command, as a user runs it
+        assert platform.token is not None
+        clean_env.setenv("VALOHAI_HOST", platform.host)  # the text, in this process: no second start-up
+        clean_env.setenv("VH_API_TOKEN", platform.token)
+        assert chains.main(["report", "--project", PROJECT_ID, "--days", "1"]) == 0
+        text = capsys.readouterr().out
         assert platform.leaks() == []
 
     expected = recorded(executions)
