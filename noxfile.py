@@ -67,8 +67,8 @@ def tests(session: nox.Session, version: str) -> None:
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check and mypy --strict on retry.py and train.py."""
+    """ruff check, ruff format --check and mypy --strict on retry.py, train.py and chains.py."""
     # The tools installed beside nox (requirements-dev.txt), whether or not that venv is active.
     session.run(sys.executable, "-m", "ruff", "check", ".", external=True)
     session.run(sys.executable, "-m", "ruff", "format", "--check", ".", external=True)
-    session.run(sys.executable, "-m", "mypy", "--strict", "retry.py", "train.py", external=True)
+    session.run(sys.executable, "-m", "mypy", "--strict", "retry.py", "train.py", "chains.py", external=True)

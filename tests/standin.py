@@ -190,6 +190,9 @@ class Platform:
         self.calls: list[Call] = []
         self.faults: list[Fault] = []
         self.overrides: dict[int, dict[str, Any]] = {}
+        # Overrides of one chain's attempts, by its title (which every retry copies): chains
+        # running at once can end differently.
+        self.chain_overrides: dict[tuple[str | None, int], dict[str, Any]] = {}
         self._lock = threading.RLock()
         self._in_flight = 0  # requests being answered
         self._threads: list[threading.Thread] = []
@@ -224,10 +227,25 @@ class Platform:
         """Run the attempt tagged ``retry: retry_number`` with other parameter values."""
         self.overrides[retry_number] = parameters
 
+    def override_chain(self, title: str, retry_number: int, **parameters: Any) -> None:
+        """Run the attempt tagged ``retry: retry_number`` of the chain titled ``title`` with other values.
+
+        Applied after :meth:`override`, so a chain's own values win.
+        """
+        self.chain_overrides[(title, retry_number)] = parameters
+
     def start(
-        self, title: str = "Nightly training", *, inputs: dict[str, list[str]] | None = None, **parameters: Any
+        self,
+        title: str = "Nightly training",
+        *,
+        inputs: dict[str, list[str]] | None = None,
+        variables: dict[str, str] | None = None,
+        **parameters: Any,
     ) -> Execution:
-        """Create and run a first attempt, as a user pressing *Create execution* would."""
+        """Create and run a first attempt, as a user pressing *Create execution* would.
+
+        ``variables`` are environment variables of this execution (the retries copy them).
+        """
         payload = {
             "inputs": inputs or {},
             "project": PROJECT_ID,
@@ -236,7 +254,7 @@ class Platform:
             "title": title,
             "tags": ["nightly"],
             "parameters": {**self._defaults(), **parameters},
-            "environment_variables": {"LOG_LEVEL": "info"},
+            "environment_variables": {"LOG_LEVEL": "info", **(variables or {})},
             "environment": ENVIRONMENT["id"],
             "runtime_config": {"autorestart": False, "no_output_timeout": 3600},
             "priority": 2,
@@ -518,7 +536,11 @@ class Platform:
         outputs.mkdir()
         inputs = self._materialize_inputs(execution, folder / "inputs")
         self._write_config(execution, config, inputs)
-        parameters = {**execution.parameters, **self.overrides.get(execution.retry, {})}
+        parameters = {
+            **execution.parameters,
+            **self.overrides.get(execution.retry, {}),
+            **self.chain_overrides.get((execution.title, execution.retry), {}),
+        }
         command = [sys.executable, self.script, *(f"--{name}={value}" for name, value in parameters.items())]
         environ = {
             "PATH": "/usr/bin:/bin",
