@@ -547,8 +547,8 @@ def read_period(
 ) -> Period:
     """The project's executions created from ``since`` (epoch seconds) on, newest first.
 
-    Pages are read by ``limit`` and ``offset`` (a ``next`` link only tells whether there is
-    more, as in :meth:`retry.ValohaiAPI.pages`) until an execution older than ``since``.
+    Pages are read as :func:`retry.executions_newest_first` reads them, until an execution
+    older than ``since``.
     A retry whose list entry lacks its variables, or an ended execution whose entry lacks
     its status detail, costs one detail read.  At a bound the reading stops before the
     execution it could not read, so the period read is the newest part, without gaps.
@@ -556,32 +556,28 @@ def read_period(
     bounds = bounds or Bounds()
     period = Period()
     deadline = clock() + bounds.seconds
-    seen: set[str] = set()
-    offset = 0
-    for _ in range(bounds.pages):
-        if clock() >= deadline:
-            period.stopped = f"the time bound of {bounds.seconds:g} s"
-            return period
-        page = _list_page(api, project_id, offset)
-        offset += len(page.items)  # a server may serve fewer than asked for: skip nothing
-        for item in page.items:
-            if item["id"] in seen:  # the list moved while it was read
-                continue
-            seen.add(item["id"])
-            created = _instant(item.get("ctime"))
-            if created is not None and created < since:
+    pages = retry.execution_pages(api, project_id, max_pages=bounds.pages)
+    try:
+        while clock() < deadline:  # checked between requests: what a page holds costs nothing more
+            page = next(pages, None)
+            if page is None:
                 return period
-            known = item
-            if _needs_detail(item):
-                period.stopped = _detail_bound(period, bounds, late=clock() >= deadline)
-                if period.stopped:
+            for item in filter(_is_execution, page):  # without an id and a counter nothing can be chained
+                created = _instant(item.get("ctime"))
+                if created is not None and created < since:
                     return period
-                known = _with_detail(api, item)
-                period.details += 1
-            period.attempts.append(_attempt(known, created))
-        if not page.more:
-            return period
-    period.stopped = f"the bound of {bounds.pages} list pages"
+                known = item
+                if _needs_detail(item):
+                    period.stopped = _detail_bound(period, bounds, late=clock() >= deadline)
+                    if period.stopped:
+                        return period
+                    known = _with_detail(api, item)
+                    period.details += 1
+                period.attempts.append(_attempt(known, created))
+    except retry.ListTooLongError:
+        period.stopped = f"the bound of {bounds.pages} list pages"
+        return period
+    period.stopped = f"the time bound of {bounds.seconds:g} s"
     return period
 
 
@@ -592,23 +588,6 @@ def _detail_bound(period: Period, bounds: Bounds, *, late: bool) -> str | None:
     if late:
         return f"the time bound of {bounds.seconds:g} s"
     return None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Page:
-    items: list[dict[str, Any]]  # those with an id and a counter: nothing else can be chained
-    more: bool
-
-
-def _list_page(api: retry.ValohaiAPI, project_id: str, offset: int) -> _Page:
-    # deleted=false as valohai-cli's `vh execution list` asks: a deleted execution is no attempt.
-    query = {"project": project_id, "ordering": "-counter", "deleted": "false", "limit": retry.PAGE_SIZE}
-    page = api.get("/api/v0/executions/", {**query, "offset": offset})
-    results = page.get("results")
-    if not isinstance(results, list):
-        raise retry.APIError("GET /api/v0/executions/: a list page without results")
-    items = [item for item in results if _is_execution(item)]
-    return _Page(items=items, more=bool(results) and bool(page.get("next")))
 
 
 def _is_execution(item: Any) -> bool:
@@ -701,24 +680,12 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-_CTIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})?")
-
-
 def _instant(value: Any) -> float | None:
-    """An API time (ISO 8601, ``Z`` or an offset, any fraction) as epoch seconds, or None.
-
-    Parsed by hand: ``datetime.fromisoformat`` reads neither ``Z`` nor every fraction
-    length before Python 3.11.
-    """
-    match = _CTIME.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        return None
-    whole, fraction, zone = match.groups()
+    """An API time (ISO 8601) as epoch seconds, or None when it is missing or garbled."""
     try:
-        moment = datetime.datetime.fromisoformat(whole + ("+00:00" if zone in (None, "Z") else zone))
-    except ValueError:  # e.g. month 13
+        return retry._parse_instant(value) if isinstance(value, str) else None
+    except (ValueError, OverflowError):
         return None
-    return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
 def _when(timestamp: float | None) -> str:

@@ -142,7 +142,7 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
         policy = policy or Policy(**settings)
         attempt = _begin_attempt(runtime)
     except (ConfigError, TypeError) as exc:
-        _end_process(_finish(f"invalid retry settings: {_one_line(exc)}", EXIT_BAD_CONFIG, status=False))
+        _end_process(_finish(f"invalid retry settings: {_one_line(exc)}", EXIT_BAD_CONFIG))
     _announce(policy, attempt.number, runtime)
     _stand_down_if_duplicate(attempt, policy, runtime)
     wait_for_turn(attempt.not_before, policy, attempt.number, runtime)
@@ -1087,7 +1087,7 @@ def _newest_uploaded_checkpoint(
         runtime.sleep(0.2)
     while True:
         # Every output is read, not only a first page: a job may save many files.
-        outputs = list(api.pages("/api/v0/data/", {"output_execution": execution.id}, page_size=1000))
+        outputs = list(api.items("/api/v0/data/", {"output_execution": execution.id}, page_size=1000))
         matching = [datum for datum in outputs if _is_checkpoint_datum(datum, pattern)]
         listed = {datum.get("name") for datum in matching}
         if pending <= listed or runtime.monotonic() >= deadline:  # an upload may take a moment to be listed
@@ -1217,8 +1217,19 @@ def _parent_of(api: ValohaiAPI, item: Mapping[str, Any]) -> str | None:
 
 
 def executions_newest_first(api: ValohaiAPI, project_id: str) -> Iterator[dict[str, Any]]:
-    """The project's executions, highest counter first, read page by page."""
-    return api.pages("/api/v0/executions/", {"project": project_id, "ordering": "-counter"})
+    """The project's executions that were not deleted, highest counter first (see :func:`execution_pages`)."""
+    for page in execution_pages(api, project_id):
+        yield from page
+
+
+def execution_pages(api: ValohaiAPI, project_id: str, *, max_pages: int = 0) -> Iterator[list[dict[str, Any]]]:
+    """The project's executions that were not deleted, highest counter first, a page at a time.
+
+    A deleted execution is no attempt: a retry must not stand down for a deleted copy.
+    ``deleted=false`` and ``ordering=-counter`` are how ``vh execution list`` asks.
+    """
+    params = {"project": project_id, "ordering": "-counter", "deleted": "false"}
+    return api.pages("/api/v0/executions/", params, max_pages=max_pages)
 
 
 def _counter_text(item: Mapping[str, Any]) -> str:
@@ -1347,6 +1358,10 @@ class APIError(RetryError):
         self.status = status
 
 
+class ListTooLongError(APIError):
+    """A paged list went on past the pages a caller may read."""
+
+
 class _AmbiguousRequestError(APIError):
     """The request may or may not have been acted on (answer lost)."""
 
@@ -1406,33 +1421,39 @@ class ValohaiAPI:
         """Give the calls from now on a whole budget again (after a deliberate wait)."""
         self._deadline = None
 
-    def pages(self, path: str, params: Mapping[str, Any], *, page_size: int = 0) -> Iterator[dict[str, Any]]:
-        """The items of a paged list, page by page with ``limit`` and ``offset``.
+    def items(
+        self, path: str, params: Mapping[str, Any], *, page_size: int = 0, max_pages: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        """The items of a paged list, one after the other (see :meth:`pages`)."""
+        for page in self.pages(path, params, page_size=page_size, max_pages=max_pages):
+            yield from page
+
+    def pages(
+        self, path: str, params: Mapping[str, Any], *, page_size: int = 0, max_pages: int = 0
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The pages of a paged list, read one by one with ``limit`` and ``offset``.
 
         The ``next`` link of a page only tells whether there is more: it is never
         followed, so the token goes nowhere but this client's host.  An item seen on an
-        earlier page (the list moved while it was read) is not repeated.  Raises
-        :class:`APIError` after :data:`MAX_PAGES` pages, so a list that never ends cannot
-        hold the caller.
+        earlier page (the list moved while it was read) is not repeated.  A list that
+        never ends cannot hold the caller: past ``max_pages`` pages (:data:`MAX_PAGES`
+        unless given) it raises :class:`ListTooLongError`.
         """
         seen: set[object] = set()
         offset = 0
-        for _ in range(MAX_PAGES):
+        for _ in range(max_pages or MAX_PAGES):
             page = self.get(path, {**params, "limit": page_size or PAGE_SIZE, "offset": offset})
             results = page.get("results")
             if not isinstance(results, list):
                 raise APIError(f"GET {path}: a list page without results")
             offset += len(results)  # a server may serve fewer than asked for: skip nothing
-            for item in results:
-                key = item.get("id") if isinstance(item, dict) else None
-                if isinstance(item, dict) and (key is None or key not in seen):
-                    seen.add(key)
-                    yield item
+            new = [item for item in results if isinstance(item, dict) and item.get("id") not in seen]
+            seen.update(item.get("id") for item in new if item.get("id") is not None)
+            yield new
             if not results or not page.get("next"):
                 return
-        raise APIError(
-            f"GET {path}: the list goes on past {MAX_PAGES} pages of {page_size or PAGE_SIZE}; stopped there"
-        )
+        pages = f"{max_pages or MAX_PAGES} pages of {page_size or PAGE_SIZE}"
+        raise ListTooLongError(f"GET {path}: the list goes on past {pages}; stopped there")
 
     def _request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None
@@ -1807,7 +1828,10 @@ def _send_status_detail(text: str) -> None:
         valohai.set_status_detail(text)
         return
     # The same call valohai.set_status_detail() makes, bounded as a whole so it cannot hang.
-    seconds = min(STATUS_DETAIL_TIMEOUT, request_timeout()[1])
+    try:
+        seconds = min(STATUS_DETAIL_TIMEOUT, request_timeout()[1])
+    except ConfigError:  # a broken RETRY_API_TIMEOUT is reported on its own; the detail still goes
+        seconds = STATUS_DETAIL_TIMEOUT
     timeout = (min(REQUEST_TIMEOUT[0], seconds), seconds)
     _within(
         seconds,
@@ -1815,10 +1839,9 @@ def _send_status_detail(text: str) -> None:
     )
 
 
-def _finish(message: str, code: int, *, status: bool = True) -> int:
+def _finish(message: str, code: int) -> int:
     """End an attempt's story: the status detail (on Valohai) and the last log line."""
-    if status:
-        set_status_detail(message)
+    set_status_detail(message)
     _say(message)
     return code
 
@@ -1914,11 +1937,23 @@ class Runtime:
         return bool(self.environ.get("VH_JOB_ID"))
 
 
+_INSTANT = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
 def _parse_instant(text: str) -> float:
-    value = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
-    return value.timestamp()
+    """An ISO 8601 instant (``Z``, an offset or none for UTC; any fraction) as epoch seconds.
+
+    Raises ``ValueError`` for anything else.  Parsed by hand: before Python 3.11
+    ``datetime.fromisoformat`` reads neither ``Z`` nor every length of fraction.
+    """
+    match = _INSTANT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an ISO 8601 instant: {text[:40]!r}")
+    whole, fraction, zone = match.groups()
+    moment = datetime.datetime.fromisoformat(whole + ("+00:00" if zone in (None, "Z") else zone))
+    return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
 def _format_instant(timestamp: float) -> str:

@@ -45,7 +45,7 @@ def test_chain_lists_every_attempt_oldest_first(
         match=[
             AUTH,
             matchers.query_param_matcher(
-                {"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "0"}
+                {"project": PROJECT_ID, "ordering": "-counter", "deleted": "false", "limit": "100", "offset": "0"}
             ),
         ],
     )

@@ -42,7 +42,7 @@ from responses import matchers
 import retry
 
 LIST_FIRST_PAGE = matchers.query_param_matcher(
-    {"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "0"}
+    {"project": PROJECT_ID, "ordering": "-counter", "deleted": "false", "limit": "100", "offset": "0"}
 )
 
 
@@ -221,7 +221,7 @@ def test_the_search_pages_past_a_server_that_serves_fewer_than_asked(api: respon
         json={"count": 60, "next": None, "results": second},
         match=[
             matchers.query_param_matcher(
-                {"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "50"}
+                {"project": PROJECT_ID, "ordering": "-counter", "deleted": "false", "limit": "100", "offset": "50"}
             )
         ],
     )
@@ -332,7 +332,9 @@ def test_a_next_link_is_never_followed_to_another_address(api: responses.Request
         "http://127.0.0.1/api/v0/executions/",
         json={"next": None, "results": [{"id": "c", "counter": 1}]},
         match=[
-            matchers.query_param_matcher({"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "2"})
+            matchers.query_param_matcher(
+                {"project": PROJECT_ID, "ordering": "-counter", "deleted": "false", "limit": "100", "offset": "2"}
+            )
         ],
     )
 

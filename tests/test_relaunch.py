@@ -247,7 +247,7 @@ def test_a_lost_create_answer_adopts_the_retry_instead_of_creating_another(
         match=[
             AUTH,
             matchers.query_param_matcher(
-                {"project": PROJECT_ID, "ordering": "-counter", "limit": "100", "offset": "0"}
+                {"project": PROJECT_ID, "ordering": "-counter", "deleted": "false", "limit": "100", "offset": "0"}
             ),
         ],
     )

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAIN_TIMEOUT = 30.0
 CONNECTION = "ConnectionError: could not connect to db.internal:<n>: connection refused"
 BUG = "ValueError: feature matrix has <n> columns, the model expects <n>"
-NO_DETAIL = "(no status detail)"
+INVALID = "invalid retry settings: delay (<n> s) must not exceed max_delay (<n> s)"
 
 
 def start_mixed_chains(platform: Platform) -> None:
@@ -147,7 +147,7 @@ def outcome(last: Execution) -> str:
     if last.exit_code == retry.EXIT_RELAUNCH_FAILED:
         return "relaunch_failed"
     if last.exit_code == retry.EXIT_BAD_CONFIG:
-        return "no_verdict"  # invalid settings: retry.py sets no status detail
+        return "no_verdict"  # invalid settings: not a verdict on the error, nothing was tried
     return "running"
 
 
@@ -158,7 +158,7 @@ def duration(execution: Execution) -> int:
 
 def cause(execution: Execution) -> str:
     if execution.exit_code == retry.EXIT_BAD_CONFIG:
-        return NO_DETAIL
+        return INVALID
     return BUG if execution.parameters["failure_type"] == "bug" else CONNECTION
 
 
