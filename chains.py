@@ -122,6 +122,8 @@ def main(
             _print_report(args, bounds or Bounds(), now, clock, sleep)
     except retry.RetryError as exc:
         _fail(str(exc), exc.exit_code)
+    except Exception as exc:  # an answer of a shape never seen: one line all the same
+        _fail(f"unexpected {retry._describe(exc)} while reading the project", retry.EXIT_RELAUNCH_FAILED)
     return 0
 
 
@@ -654,7 +656,9 @@ def _days(text: str) -> float:
     """``--days`` as a number of days, or :class:`retry.ConfigError` (exit 2)."""
     days = float(text) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text.strip()) else -1.0
     if not 0 < days <= MAX_DAYS:
-        raise retry.ConfigError(f"--days must be a number of days above 0 and at most {MAX_DAYS:g}, got {text[:20]!r}")
+        raise retry.ConfigError(
+            f"--days must be a number of days above 0 and at most {MAX_DAYS:g}, got {retry._quote(text, 20)}"
+        )
     return days
 
 

@@ -50,6 +50,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -139,26 +140,39 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
     runtime = runtime or Runtime()
     _remember_token(runtime.environ)
     try:
-        policy = policy or Policy(**settings)
+        policy = _policy_from(policy, settings)
         attempt = _begin_attempt(runtime)
     except (ConfigError, TypeError) as exc:
         _end_process(_finish(f"invalid retry settings: {_one_line(exc)}", EXIT_BAD_CONFIG))
     _announce(policy, attempt.number, runtime)
-    _stand_down_if_duplicate(attempt, policy, runtime)
-    wait_for_turn(attempt.not_before, policy, attempt.number, runtime)
     try:
+        _stand_down_if_duplicate(attempt, policy, runtime)
+        if wait_for_turn(attempt.not_before, policy, attempt.number, runtime) > 0:
+            _stand_down_if_duplicate(attempt, policy, runtime)  # a copy the API showed late is seen now
         result = _call(fn)
     except SystemExit as stop:  # the job ended itself: respect it, but say so
         _end_process(_job_exit(stop, attempt.number))
     except KeyboardInterrupt:
         _finish(f"Not retried: attempt {attempt.number + 1} was interrupted (KeyboardInterrupt)", EXIT_GAVE_UP)
         raise
-    except Exception as error:  # the point is to classify any failure
+    except _MisuseError as exc:
+        _end_process(_finish(f"invalid use of retry.run: {exc}", EXIT_BAD_CONFIG))
+    except BaseException as error:  # the point is to classify any failure (asyncio's CancelledError too)
         code = handle_failure(error, policy, runtime=runtime)
         del error  # drop the traceback's frames (and what they hold) before exiting
         _end_process(code)
     _say(f"attempt {attempt.number + 1} succeeded")
     return result
+
+
+def _policy_from(policy: object, settings: Mapping[str, Any]) -> Policy:
+    if policy is None:
+        return Policy(**settings)
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"policy must be a retry.Policy, got {type(policy).__name__}")
+    if settings:
+        raise ConfigError(f"give a policy or settings, not both (got {', '.join(sorted(settings))} too)")
+    return policy
 
 
 def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | None = None) -> int:
@@ -378,7 +392,9 @@ def _stand_down_if_duplicate(attempt: _Attempt, policy: Policy, runtime: Runtime
 
     The create call is not idempotent, so a lost or late answer can leave two copies of
     one retry.  The copy with the lowest counter does the work; any other stands down
-    before doing anything.  When the check cannot be made, the work is done.
+    before doing anything.  A lower copy that failed without starting a retry of its own
+    (it never got to the work) does not count.  When the check cannot be made, the work
+    is done.
     """
     if not (runtime.on_valohai and attempt.number and attempt.parent):
         return
@@ -388,7 +404,9 @@ def _stand_down_if_duplicate(attempt: _Attempt, policy: Policy, runtime: Runtime
         execution = read_execution()
         api = _api_for(runtime, token, budget=CHECK_BUDGET)
         like = {"step": execution.step, "title": execution.title}
-        twin = find_retry(api, execution.project_id, attempt.parent, attempt.number, below=execution.counter, like=like)
+        twin = find_retry(
+            api, execution.project_id, attempt.parent, attempt.number, below=execution.counter, like=like, working=True
+        )
     except Exception as exc:  # the check is a safeguard: without it the work still happens
         reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {_describe(exc)}"
         _say(f"could not check that this is the only {which} of its parent, so doing the work: {reason}")
@@ -430,6 +448,8 @@ def _replace_process(argv: Sequence[str], environ: Mapping[str, str], cwd: str) 
     """Run ``argv`` in place of this process; on Windows, as a child whose code is returned."""
     if os.name != "posix":  # os.exec* on Windows starts a new process and exits 0 at once
         return subprocess.call(list(argv), env=dict(environ), cwd=cwd)
+    _end_daemonic_children()
+    _reset_signals()
     try:
         os.chdir(cwd)
         os.execve(argv[0], list(argv), dict(environ))
@@ -438,27 +458,73 @@ def _replace_process(argv: Sequence[str], environ: Mapping[str, str], cwd: str) 
     raise AssertionError("unreachable: os.execve returned")  # pragma: no cover
 
 
+def _end_daemonic_children() -> None:
+    """End the job's daemonic multiprocessing workers, as Python's own exit would.
+
+    A replaced process runs no exit handlers: without this they would outlive it.
+    """
+    multiprocessing = sys.modules.get("multiprocessing")
+    for child in multiprocessing.active_children() if multiprocessing else ():
+        if child.daemon:
+            child.terminate()
+            child.join(1)
+
+
+def _reset_signals() -> None:
+    """Give the retry the signals of a fresh process: none blocked, none ignored.
+
+    A replaced process keeps both; a job that blocked or ignored SIGTERM would otherwise
+    hand that on, and its retry could not be stopped.  (Only the main thread can reset
+    handlers; the blocked set is this thread's, and is what the retry inherits.)
+    """
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"):
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 def _command_line() -> list[str]:
-    """This process's command line, runnable again from the folder it started in."""
-    script = sys.argv[0] if sys.argv else ""
+    """This process's command line as it started, runnable again from any folder."""
+    script = _ARGV_AT_START[0] if _ARGV_AT_START else ""
     if script in ("", "-"):
         raise RetryError("the script was read from standard input, so it cannot be run again: save it to a file")
     if not sys.executable:
         raise RetryError("the path of the Python interpreter is unknown (sys.executable is empty)")
     original = list(getattr(sys, "orig_argv", None) or [])  # 3.10+: keeps flags such as -u or -X
-    if not original:
-        if script == "-c":
-            raise RetryError("a program given with -c cannot be run again on this Python: save it to a file")
-        return [sys.executable, os.path.join(_STARTED_IN, script), *sys.argv[1:]]
-    command = [sys.executable, *original[1:]]
-    position = len(original) - len(sys.argv)
-    if 0 < position < len(command) and command[position] == script:  # a script path, not -c or -m
-        command[position] = os.path.join(_STARTED_IN, script)
-    return command
+    if original:
+        command = [sys.executable, *original[1:]]
+        position = len(original) - len(_ARGV_AT_START)
+        if 0 < position < len(command) and command[position] == script:  # a script path, not -c or -m
+            command[position] = _script_path(script)
+        return command
+    # Python 3.8 and 3.9: the command line is rebuilt from what the interpreter knows.
+    flags: list[str] = getattr(subprocess, "_args_from_interpreter_flags", list)()  # -O, -X, -W ...
+    if script == "-c":
+        raise RetryError("a program given with -c cannot be run again before Python 3.10: save it to a file")
+    module = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
+    if isinstance(module, str) and module != "__main__":  # python -m package.module
+        module = module[: -len(".__main__")] if module.endswith(".__main__") else module
+        return [sys.executable, *flags, "-m", module, *_ARGV_AT_START[1:]]
+    return [sys.executable, *flags, _script_path(script), *_ARGV_AT_START[1:]]
 
 
-# The folder the job started in: a retry starts there too, whatever os.chdir did since.
+def _script_path(script: str) -> str:
+    """The script's absolute path, checked to be a file (or folder) that can be read again."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    # __main__.__file__ is absolute from Python 3.9 on, whatever os.chdir did before this import.
+    path = main_file if isinstance(main_file, str) and os.path.isabs(main_file) else os.path.join(_STARTED_IN, script)
+    if not (os.path.isfile(path) or os.path.isdir(path)):  # a pipe (/dev/stdin, <(...)) reads only once
+        raise RetryError(
+            f"the script {_quote(path)} is not a regular file (a pipe?), so it cannot be run again: save it to a file"
+        )
+    return path
+
+
+# How the job started: a retry starts the same way, whatever os.chdir or the job did since.
 _STARTED_IN = os.getcwd()
+_ARGV_AT_START = list(sys.argv)
 
 
 # --- the attempt: its number, its turn, the job itself ---------------------------------
@@ -495,6 +561,8 @@ def _begin_attempt(runtime: Runtime) -> _Attempt:
     Consumed, the variables cannot leak into programs the job starts (a helper script
     that uses ``retry.run`` would otherwise think it is a late retry).
     """
+    if _process.attempt is not None:  # a second run() in this process (a thread, a later stage)
+        return _process.attempt
     environ = runtime.environ
     attempt = _Attempt(
         number=_read_retry_number(runtime),
@@ -505,6 +573,8 @@ def _begin_attempt(runtime: Runtime) -> _Attempt:
     if isinstance(environ, MutableMapping):
         for name in _CHAIN_VARIABLES:
             environ.pop(name, None)
+        if runtime.on_valohai:  # programs this one starts inherit it, and know they are not the execution
+            environ["RETRY_OWNER_PID"] = str(os.getpid())
     _process.attempt = attempt
     return attempt
 
@@ -530,12 +600,13 @@ def _read_retry_number(runtime: Runtime) -> int:
         return 0
     number = _ascii_count(raw)
     if number is None or number > MAX_RETRIES:
-        raise ConfigError(f"RETRY_LOCAL_NUMBER must be a retry number from 0 to {MAX_RETRIES}, got {raw[:20]!r}")
+        raise ConfigError(f"RETRY_LOCAL_NUMBER must be a retry number from 0 to {MAX_RETRIES}, got {_quote(raw, 20)}")
     return number
 
 
 def _announce(policy: Policy, number: int, runtime: Runtime) -> None:
-    where = "on Valohai" if runtime.on_valohai else "locally"
+    nested = bool(runtime.environ.get("VH_JOB_ID")) and not runtime.on_valohai
+    where = "on Valohai" if runtime.on_valohai else "in a program the job started" if nested else "locally"
     tag = f", tag '{format_retry_tag(number)}'" if number else ""
     _say(f"attempt {number + 1} of up to {policy.retries + 1} {where}{tag}")
     if runtime.on_valohai and policy.retries and not runtime.environ.get("VH_API_TOKEN", "").strip():
@@ -555,7 +626,7 @@ def wait_for_turn(not_before: str | None, policy: Policy, number: int, runtime: 
     try:
         remaining = _parse_instant(not_before) - runtime.now()
     except (ValueError, OverflowError):
-        _say(f"warning: RETRY_NOT_BEFORE={not_before[:40]!r} is not an ISO 8601 instant; waiting {longest:g} s")
+        _say(f"warning: RETRY_NOT_BEFORE={_quote(not_before, 40)} is not an ISO 8601 instant; waiting {longest:g} s")
         remaining = longest
     if remaining > longest:
         _say(f"warning: RETRY_NOT_BEFORE is {remaining:.0f} s away, more than the policy allows; waiting {longest:g} s")
@@ -602,7 +673,11 @@ def _plan_wait(error: BaseException, policy: Policy, number: int, runtime: Runti
 
 def _call(fn: Callable[[], T]) -> T:
     """Call the job; a coroutine it returns (``async def``) is run to its end."""
+    if not callable(fn):
+        raise _MisuseError(f"it needs a function to call, got {type(fn).__name__}")
     result = fn()
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        raise _MisuseError("the function is a generator, which does no work until it is iterated: pass one that does")
     if not inspect.iscoroutine(result):
         return result
     try:
@@ -610,7 +685,7 @@ def _call(fn: Callable[[], T]) -> T:
     except RuntimeError:  # no loop running in this thread: the normal case
         return asyncio.run(result)  # type: ignore[no-any-return]
     result.close()
-    raise TypeError("retry.run got a coroutine inside a running event loop: call retry.run from synchronous code")
+    raise _MisuseError("it got a coroutine inside a running event loop: call retry.run from synchronous code")
 
 
 def _job_exit(stop: SystemExit, number: int) -> int:
@@ -622,13 +697,32 @@ def _job_exit(stop: SystemExit, number: int) -> int:
 
 
 def _end_process(code: int) -> NoReturn:
-    """Exit the process with ``code``, also from a thread other than the main one."""
-    if threading.current_thread() is threading.main_thread():
+    """End the process with ``code`` (a failure this process handled wins over a success).
+
+    From a thread other than the main one, ``sys.exit`` would end only that thread; and a
+    failed attempt whose job left other threads running (a heartbeat, a loader) would wait
+    for them, holding its machine.  Both end the whole process at once.
+    """
+    with _process.lock:  # a relaunch under way in another thread ends first
+        code = code if _process.outcome is None else _process.outcome
+    in_main = threading.current_thread() is threading.main_thread()
+    waiting_for = _live_threads()
+    if in_main and (code == 0 or not waiting_for):
         sys.exit(code)
-    # sys.exit would end only this thread, and the process would report success.
-    _say(f"retry.run ran outside the main thread: ending the whole process with exit code {code}")
+    if not in_main:
+        _say(f"retry.run ran outside the main thread: ending the whole process with exit code {code}")
+    else:
+        _say(f"ending the process with exit code {code} now, not waiting for its threads {', '.join(waiting_for)}")
     _flush()
     os._exit(code)
+
+
+def _live_threads() -> list[str]:
+    """Names of the other threads that would keep the process alive (not daemons)."""
+    me = threading.current_thread()
+    return [
+        thread.name for thread in threading.enumerate() if thread is not me and not thread.daemon and thread.is_alive()
+    ]
 
 
 # --- what is transient -----------------------------------------------------------------
@@ -747,13 +841,13 @@ class Policy:
         if self.delay > self.max_delay:
             raise ConfigError(f"delay ({self.delay} s) must not exceed max_delay ({self.max_delay} s)")
         if self.wait_in not in ("retry", "failed"):
-            raise ConfigError(f"wait_in must be 'retry' or 'failed', got {self.wait_in!r}")
+            raise ConfigError(f"wait_in must be 'retry' or 'failed', got {_quote(self.wait_in)}")
         if not callable(self.retry_on) and not _is_exception_types(self.retry_on):
             raise ConfigError("retry_on must be a predicate or exception types")
         if self.checkpoint is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(self.checkpoint)):
-            raise ConfigError(f"checkpoint must be the name of one of the step's inputs, got {self.checkpoint!r}")
+            raise ConfigError(f"checkpoint must be the name of one of the step's inputs, got {_quote(self.checkpoint)}")
         if not isinstance(self.checkpoint_pattern, str) or not self.checkpoint_pattern.strip():
-            raise ConfigError(f"checkpoint_pattern must be a file name pattern, got {self.checkpoint_pattern!r}")
+            raise ConfigError(f"checkpoint_pattern must be a file name pattern, got {_quote(self.checkpoint_pattern)}")
 
     def should_retry(self, error: BaseException) -> bool:
         """Tell whether ``error`` is one this policy retries."""
@@ -778,7 +872,7 @@ def _check_number(name: str, value: object, low: float, high: float, *, integer:
     kind = "an integer" if integer else "a number"
     valid_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not valid_type or not (low <= value <= high):  # type: ignore[operator]
-        raise ConfigError(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}")
+        raise ConfigError(f"{name} must be {kind} from {low:g} to {high:g}, got {_quote(value)}")
 
 
 def _is_exception_types(value: object) -> bool:
@@ -1168,26 +1262,57 @@ def find_retry(
     parent_counter: int | None = None,
     below: int | None = None,
     like: Mapping[str, Any] | None = None,
+    working: bool = False,
 ) -> dict[str, Any] | None:
     """The first execution (lowest counter) that is retry ``number`` of ``parent_id``, if any.
 
     Scans the project's executions newest first, page by page, down to the parent (its
-    counter, when known, or its id), so a busy project cannot hide the retry.  ``below``
-    skips executions from that counter up (a retry looking for an earlier copy of itself);
-    ``like`` holds fields a copy must share (``step``, ``title``, ``parameters``), which
-    spares reading the details of executions that differ in them.  Bounded in pages,
-    detail reads and the API client's time budget.
+    counter, when known, or its id), so a busy project cannot hide the retry; a server
+    that does not keep that order is read to the end.  ``below`` skips executions from
+    that counter up (a retry looking for an earlier copy of itself); ``like`` holds fields
+    a copy must share (``step``, ``title``, ``parameters``), which spares reading the
+    details of executions that differ in them; ``working`` skips copies that failed
+    without starting a retry of their own (they will never do the work).  Bounded in
+    pages, detail reads and the API client's time budget.
     """
-    candidates = []
-    for item in executions_newest_first(api, project_id):
-        counter = item.get("counter")
-        if not isinstance(counter, int):
-            continue
-        if item.get("id") == parent_id or (parent_counter is not None and counter <= parent_counter):
-            break
-        if (below is None or counter < below) and retry_number(_tags(item)) == number and _alike(item, like or {}):
-            candidates.append(item)
-    return _first_child(api, candidates, parent_id)
+    candidates = [
+        item
+        for item in _executions_after(api, project_id, counter=parent_counter, execution_id=parent_id)
+        if (below is None or int(item["counter"]) < below)
+        and retry_number(_tags(item)) == number
+        and _alike(item, like or {})
+    ]
+    return _first_child(api, candidates, parent_id, working=working)
+
+
+def _executions_after(
+    api: ValohaiAPI, project_id: str, *, counter: int | None = None, execution_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The project's executions newer than one execution, given by its counter or its id.
+
+    Read newest first, page by page, down to that execution, so a busy project cannot
+    hide one; a server that does not keep that order is read to the end (bounded).
+    """
+    found: list[dict[str, Any]] = []
+    floor, last, ordered = counter, None, True
+    for page in execution_pages(api, project_id):
+        for item in page:
+            number = _counter_of(item)
+            if number is None:
+                continue
+            ordered = ordered and (last is None or number < last)
+            last = number
+            if floor is None and execution_id is not None and item.get("id") == execution_id:
+                floor = number
+            found.append(item)
+        if ordered and floor is not None and last is not None and last <= floor:
+            break  # newest first and down to that execution: nothing older is newer than it
+    return [item for item in found if floor is None or int(item["counter"]) > floor]
+
+
+def _counter_of(item: Mapping[str, Any]) -> int | None:
+    counter = item.get("counter")
+    return counter if isinstance(counter, int) and not isinstance(counter, bool) else None
 
 
 def _alike(item: Mapping[str, Any], like: Mapping[str, Any]) -> bool:
@@ -1195,25 +1320,52 @@ def _alike(item: Mapping[str, Any], like: Mapping[str, Any]) -> bool:
     return all(item.get(key) in (None, value) for key, value in like.items() if value is not None)
 
 
-def _first_child(api: ValohaiAPI, candidates: Sequence[Mapping[str, Any]], parent_id: str) -> dict[str, Any] | None:
-    """Of ``candidates``, the lowest-counter one whose ``RETRY_PARENT`` is ``parent_id``."""
+def _first_child(
+    api: ValohaiAPI, candidates: Sequence[Mapping[str, Any]], parent_id: str, *, working: bool = False
+) -> dict[str, Any] | None:
+    """Of ``candidates``, the lowest-counter one whose ``RETRY_PARENT`` is ``parent_id``.
+
+    With ``working``, only one that is doing (or did) the work: see :func:`_is_working`.
+    """
     lookups = 0
     for item in sorted(candidates, key=lambda item: int(item["counter"])):
+        known = dict(item)
         if "environment_variables" not in item:  # list entries may be abridged
             lookups += 1
             if lookups > MAX_DETAIL_LOOKUPS:
                 raise APIError(f"more than {MAX_DETAIL_LOOKUPS} executions to read to find the retry; stopped there")
-        if _parent_of(api, item) == parent_id:
-            return dict(item)
+            known.update(_detail_of(api, item))
+        if _parent_of(known) == parent_id and (not working or _is_working(known)):
+            return known
     return None
 
 
-def _parent_of(api: ValohaiAPI, item: Mapping[str, Any]) -> str | None:
-    """The execution that ``item`` retries, from its ``RETRY_PARENT`` variable."""
-    if "environment_variables" not in item:  # list entries may be abridged
-        item = api.get(f"/api/v0/executions/{item['id']}/", {"exclude": "metadata,events"})
+#: Statuses of an execution that ended without success.
+_FAILED_STATUSES = frozenset({"error", "crashed", "stopped", "system_error", "killed", "timeout"})
+
+
+def _is_working(item: Mapping[str, Any]) -> bool:
+    """Whether a copy of a retry is doing the work, will, or did.
+
+    Not when it failed without starting a retry of its own (it crashed before the job
+    started, was stopped, or the chain gave up): a copy that defers to it would leave the
+    work undone.  One that failed and started the next retry lives on in that retry.
+    """
+    failed = item.get("status") in _FAILED_STATUSES
+    return not failed or " started as #" in str(item.get("status_detail") or "")
+
+
+def _detail_of(api: ValohaiAPI, item: Mapping[str, Any]) -> dict[str, Any]:
+    execution_id = item.get("id")
+    if not _is_text(execution_id):
+        raise APIError("an execution in the list has no id")
+    return api.get(f"/api/v0/executions/{execution_id}/", {"exclude": "metadata,events"})
+
+
+def _parent_of(item: Mapping[str, Any]) -> str | None:
+    """The execution that ``item`` (an execution's detail) retries, from its ``RETRY_PARENT``."""
     value = _variable_value(_variables(item.get("environment_variables")).get("RETRY_PARENT"))
-    return str(value) if value else None
+    return str(value) if isinstance(value, (str, int)) and value else None
 
 
 def executions_newest_first(api: ValohaiAPI, project_id: str) -> Iterator[dict[str, Any]]:
@@ -1285,7 +1437,7 @@ def read_execution(directory: Path | None = None) -> Execution:
         )
     counter = data["valohai.execution-counter"]
     if isinstance(counter, bool) or not isinstance(counter, int):
-        raise RetryError(f"{path}: valohai.execution-counter is not an integer: {counter!r}")
+        raise RetryError(f"{path}: valohai.execution-counter is not an integer: {_quote(counter)}")
     return Execution(
         id=str(data["valohai.execution-id"]),
         counter=counter,
@@ -1299,13 +1451,24 @@ def read_execution(directory: Path | None = None) -> Execution:
     )
 
 
+#: No config file is read past this size: Valohai's are a few kilobytes.
+MAX_CONFIG_BYTES = 10_000_000
+
+
 def _read_json_object(path: Path) -> dict[str, Any]:
+    """A config file's JSON object; :class:`RetryError` for anything else (never a hang)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        status = path.stat()
     except FileNotFoundError:
         raise RetryError(f"{path} not found: is this running in a Valohai execution?") from None
-    except (OSError, ValueError) as exc:
-        raise RetryError(f"{path} is not readable JSON: {exc}") from None
+    except OSError as exc:
+        raise RetryError(f"{path} is not readable: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_CONFIG_BYTES:  # a pipe would block forever
+        raise RetryError(f"{path} is not a regular file of at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise RetryError(f"{path} is not readable JSON: {_one_line(exc, 120)}") from None
     if not isinstance(data, dict):
         raise RetryError(f"{path} does not hold a JSON object")
     return data
@@ -1325,10 +1488,9 @@ PAGE_SIZE = 100
 MAX_PAGES = 50
 #: No answer is read past this size (a list page of 100 executions is far smaller).
 MAX_ANSWER_BYTES = 20_000_000
-#: API answers worth asking again: the service is briefly unavailable.
+#: API answers worth asking again: the service is briefly unavailable.  (A create that
+#: got a 5xx is not sent again blind: the retry is looked for first.)
 _RETRYABLE_API_STATUSES = frozenset({429, 502, 503, 504})
-#: Of those, the ones where a POST may still have been acted on behind a gateway.
-_AMBIGUOUS_API_STATUSES = frozenset({502, 504})
 
 
 class RetryError(Exception):
@@ -1348,6 +1510,10 @@ class ConfigError(RetryError):
     """Invalid retry settings or parameters: nothing is relaunched."""
 
     exit_code = EXIT_BAD_CONFIG
+
+
+class _MisuseError(ConfigError):
+    """``retry.run`` was given something it cannot run."""
 
 
 class APIError(RetryError):
@@ -1403,6 +1569,9 @@ class ValohaiAPI:
         self._sleep = sleep
         self._clock = clock
         self._patient = patient
+        # Plain http is allowed for loopback only, and must stay there: a proxy from the
+        # environment (HTTP_PROXY) would receive the token in the clear.
+        self._proxies = {"http": None, "https": None} if self.host.startswith("http://") else None
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """GET ``path`` (below the host) and return the decoded JSON object."""
@@ -1447,10 +1616,10 @@ class ValohaiAPI:
             if not isinstance(results, list):
                 raise APIError(f"GET {path}: a list page without results")
             offset += len(results)  # a server may serve fewer than asked for: skip nothing
-            new = [item for item in results if isinstance(item, dict) and item.get("id") not in seen]
-            seen.update(item.get("id") for item in new if item.get("id") is not None)
+            new = [item for item in results if isinstance(item, dict) and _hashable_id(item) not in seen]
+            seen.update(_hashable_id(item) for item in new if _hashable_id(item) is not None)
             yield new
-            if not results or not page.get("next"):
+            if not results or not _more_after(page, offset, len(results) >= (page_size or PAGE_SIZE)):
                 return
         pages = f"{max_pages or MAX_PAGES} pages of {page_size or PAGE_SIZE}"
         raise ListTooLongError(f"GET {path}: the list goes on past {pages}; stopped there")
@@ -1471,7 +1640,15 @@ class ValohaiAPI:
             seconds = min(sum(self._timeout), left)  # the whole answer, not only each read
             timeout = (min(self._timeout[0], seconds), min(self._timeout[1], seconds))
             answer = _exchange(
-                self._session, method, url, seconds, params=params, json=body, headers=headers, timeout=timeout
+                self._session,
+                method,
+                url,
+                seconds,
+                params=params,
+                json=body,
+                headers=headers,
+                timeout=timeout,
+                proxies=self._proxies,
             )
             failure, wait = self._judge(method, path, answer, attempt)
             if failure is None:
@@ -1496,9 +1673,9 @@ class ValohaiAPI:
             if not self._patient:
                 raise failure
             return failure, _backoff(attempt)
-        if status in _RETRYABLE_API_STATUSES:
-            if method == "POST" and status in _AMBIGUOUS_API_STATUSES:
-                raise _AmbiguousRequestError(_explain(method, path, answer), status)
+        if method == "POST" and status >= 500:  # behind a gateway the server may have acted all the same
+            raise _AmbiguousRequestError(_explain(method, path, answer), status)
+        if status in _RETRYABLE_API_STATUSES or (method == "GET" and status >= 500):  # reading again is harmless
             return APIError(_explain(method, path, answer), status), max(_backoff(attempt), _retry_after(answer))
         if answer.body is None and 200 <= status < 300:  # cut off, too slow or too large
             assert answer.error is not None
@@ -1588,6 +1765,24 @@ def _within(seconds: float, call: Callable[[], Any]) -> Any:
     return outcome.get("value")
 
 
+def _more_after(page: Mapping[str, Any], offset: int, full: bool) -> bool:
+    """Whether a list goes on past ``offset``: its ``next`` link says so, else its ``count``.
+
+    A page with neither (a server that leaves them out) goes on if it was full.
+    """
+    count = page.get("count")
+    if "next" in page:
+        return bool(page["next"])
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count > offset
+    return full
+
+
+def _hashable_id(item: Mapping[str, Any]) -> object:
+    key = item.get("id")
+    return key if isinstance(key, (str, int)) else None
+
+
 def _backoff(attempt: int) -> float:
     """0.5, 1, 2, 4, 8, then 16 s between tries of one API call."""
     return float(min(0.5 * 2 ** (attempt - 1), 16))
@@ -1635,7 +1830,7 @@ def _decode(method: str, path: str, answer: _Answer) -> dict[str, Any]:
         raise APIError(_explain(method, path, answer), status)
     try:
         body = json.loads(answer.body or b"")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _UnreadableAnswerError(f"{method} {path}: HTTP {status} with a body that is not JSON", status) from None
     if not isinstance(body, dict):  # every answer this module uses is an object
         raise _UnreadableAnswerError(f"{method} {path}: HTTP {status} with JSON that is not an object", status)
@@ -1664,7 +1859,7 @@ def _explain(method: str, path: str, answer: _Answer) -> str:
 def _field_errors(body: bytes | None) -> str:
     try:
         errors = json.loads(body or b"")
-    except ValueError:
+    except (ValueError, RecursionError):
         return _one_line((body or b"").decode(errors="replace"), 200) or "no details"
     if isinstance(errors, dict):
         return _one_line("; ".join(f"{field}: {_flatten(value)}" for field, value in errors.items())) or "no details"
@@ -1743,8 +1938,8 @@ def api_host(environ: Mapping[str, str] | None = None) -> str:
 def _signed_call_url() -> str | None:
     """The URL of the pre-signed status-detail call in ``api.json``, if there is one."""
     try:
-        entry = json.loads((config_dir() / "api.json").read_text(encoding="utf-8")).get("set_status_detail")
-    except (OSError, ValueError, AttributeError):  # no api.json (locally), or not the shape we know
+        entry = _read_json_object(config_dir() / "api.json").get("set_status_detail")
+    except RetryError:  # no api.json (locally), or not the shape we know
         return None
     url = entry.get("url") if isinstance(entry, dict) else None
     return url if isinstance(url, str) and url else None
@@ -1760,16 +1955,16 @@ def _origin(address: str, name: str) -> str:
     text = address.strip().rstrip("/")
     example = "an address like https://valohai.example.com"
     if not text or not text.isprintable() or any(character.isspace() or character in "\\@" for character in text):
-        raise RetryError(f"{name} must be {example}, without spaces, backslashes or user info; got {text[:80]!r}")
+        raise RetryError(f"{name} must be {example}, without spaces, backslashes or user info; got {_quote(text, 80)}")
     try:
         url = parse_url(text)
     except LocationParseError:
-        raise RetryError(f"{name} must be {example}, got {text[:80]!r}") from None
+        raise RetryError(f"{name} must be {example}, got {_quote(text, 80)}") from None
     plain = urlsplit(text)
     if url.scheme not in ("https", "http") or not url.host or (url.path or url.query or url.fragment):
-        raise RetryError(f"{name} must be {example} (no path or query), got {text[:80]!r}")
+        raise RetryError(f"{name} must be {example} (no path or query), got {_quote(text, 80)}")
     if (plain.hostname or "").lower() != url.host.strip("[]").lower() or plain.port != url.port:
-        raise RetryError(f"{name} is ambiguous ({text[:80]!r}): parsers disagree on its host")
+        raise RetryError(f"{name} is ambiguous ({_quote(text, 80)}): parsers disagree on its host")
     if url.scheme == "http" and not _is_loopback(url.host.strip("[]")):
         raise RetryError(f"{name} uses plain http ({text}): the token would travel unencrypted; use https")
     port = f":{url.port}" if url.port is not None else ""
@@ -1795,7 +1990,9 @@ def request_timeout(environ: Mapping[str, str] | None = None) -> tuple[float, fl
     except ValueError:  # pragma: no cover - the pattern admits only valid floats
         seconds = -1.0
     if not 0 < seconds <= 600:
-        raise ConfigError(f"RETRY_API_TIMEOUT must be a number of seconds above 0 and at most 600, got {raw[:20]!r}")
+        raise ConfigError(
+            f"RETRY_API_TIMEOUT must be a number of seconds above 0 and at most 600, got {_quote(raw, 20)}"
+        )
     return (min(REQUEST_TIMEOUT[0], seconds), seconds)
 
 
@@ -1862,6 +2059,20 @@ def _describe(error: BaseException) -> str:
     except Exception:  # an exception whose __str__ fails still gets a summary
         text = "(its message could not be shown)"
     return f"{name}: {text}" if text else name
+
+
+def _quote(value: object, limit: int = 60) -> str:
+    """A value someone gave, quoted for a message: masked, user info hidden, *then* cut.
+
+    Safe for any value (an int too large to print, an object whose ``str`` fails).
+    """
+    try:
+        text = _mask(value if isinstance(value, str) else repr(value))
+    except Exception:  # repr() refused it (an int of 5000 digits): say what it is instead
+        return f"<a {type(value).__name__}>"
+    text = re.sub(r"(?<=//)[^/@]*@", "***@", text)  # https://user:password@host
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return repr(text) if isinstance(value, str) else text
 
 
 def _one_line(value: object, limit: int = 300) -> str:
@@ -1933,8 +2144,14 @@ class Runtime:
 
     @property
     def on_valohai(self) -> bool:
-        """Whether this is a Valohai execution (``VH_JOB_ID`` set)."""
-        return bool(self.environ.get("VH_JOB_ID"))
+        """Whether this process is a Valohai execution's own: ``VH_JOB_ID`` is set, and no
+        other process of the execution already runs ``retry.run`` (``RETRY_OWNER_PID``).
+
+        A program the job starts inherits the execution's variables; if it uses
+        ``retry.run`` too, it retries itself as local processes, never the execution.
+        """
+        owner = self.environ.get("RETRY_OWNER_PID")
+        return bool(self.environ.get("VH_JOB_ID")) and owner in (None, "", str(os.getpid()))
 
 
 _INSTANT = re.compile(
@@ -1950,7 +2167,7 @@ def _parse_instant(text: str) -> float:
     """
     match = _INSTANT.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"not an ISO 8601 instant: {text[:40]!r}")
+        raise ValueError(f"not an ISO 8601 instant: {_quote(text, 40)}")
     whole, fraction, zone = match.groups()
     moment = datetime.datetime.fromisoformat(whole + ("+00:00" if zone in (None, "Z") else zone))
     return moment.timestamp() + float(f"0.{fraction or 0}")
@@ -1970,28 +2187,29 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def chain(api: ValohaiAPI, project_id: str, counter: int) -> list[dict[str, Any]]:
-    """Every attempt of the chain that execution ``counter`` belongs to, oldest first."""
+    """Every attempt of the chain that execution ``counter`` belongs to, oldest first.
+
+    At most :data:`MAX_RETRIES` + 1 attempts, whatever the variables and tags say; the
+    project's executions newer than the chain are read once (bounded as every list).
+    """
     attempts = [api.get(f"/api/v0/executions/{project_id}:{counter}/", {"exclude": "metadata,events"})]
-    seen = {attempts[0].get("id")}
+    seen = {_hashable_id(attempts[0])}
     # Backwards through RETRY_PARENT; a tampered variable cannot make it loop.
-    while len(attempts) <= MAX_RETRIES and (parent := _parent_of(api, attempts[0])) not in (None, *seen):
+    while len(attempts) <= MAX_RETRIES and (parent := _parent_of(attempts[0])) is not None and parent not in seen:
         attempts.insert(0, api.get(f"/api/v0/executions/{parent}/", {"exclude": "metadata,events"}))
         seen.add(parent)
-    later: list[dict[str, Any]] = []
-    for item in executions_newest_first(api, project_id):
-        if not isinstance(item.get("counter"), int) or item["counter"] <= attempts[-1].get("counter", 0):
-            break
-        later.append(item)
-    while True:  # forwards: each child has a higher counter than its parent, so this ends
+    later: dict[int, list[dict[str, Any]]] = {}  # the newer executions, by their retry number
+    for item in _executions_after(api, project_id, counter=_counter_of(attempts[-1]) or 0):
+        later.setdefault(retry_number(_tags(item)), []).append(item)
+    while len(attempts) <= MAX_RETRIES:  # forwards: each retry has a higher counter than its parent
         last = attempts[-1]
-        number = retry_number(_tags(last)) + 1
-        candidates = [
-            item for item in later if item["counter"] > last["counter"] and retry_number(_tags(item)) == number
-        ]
+        floor = _counter_of(last) or 0
+        candidates = [item for item in later.get(retry_number(_tags(last)) + 1, []) if int(item["counter"]) > floor]
         child = _first_child(api, candidates, str(last.get("id")))
         if child is None:
-            return attempts
+            break
         attempts.append(child)
+    return attempts
 
 
 def format_chain(attempts: Sequence[Mapping[str, Any]]) -> str:
@@ -2021,6 +2239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_chain(chain(api, project, args.counter)))
     except RetryError as exc:
         _fail(str(exc), exc.exit_code)
+    except Exception as exc:  # an answer of a shape never seen: one line all the same
+        _fail(f"unexpected {_describe(exc)} while reading the chain", EXIT_RELAUNCH_FAILED)
     return 0
 
 

@@ -153,8 +153,17 @@ def test_the_failed_execution_exits_at_once_and_the_retry_keeps_the_delay(tmp_pa
         (Fault("POST", CREATE, "drop"), 2, "looking for the retry before asking again"),
         (Fault("POST", CREATE, "lost"), 1, "the retry was created after all"),
         (Fault("POST", CREATE, "slow", seconds=1.5), 1, "the retry was created after all"),
+        (Fault("POST", CREATE, "status", status=500), 2, "HTTP 500, the Valohai API failed; looking for the retry"),
     ],
-    ids=["create-429", "detail-503", "detail-dropped", "create-dropped", "create-answer-lost", "create-slow"],
+    ids=[
+        "create-429",
+        "detail-503",
+        "detail-dropped",
+        "create-dropped",
+        "create-answer-lost",
+        "create-slow",
+        "create-500",
+    ],
 )
 def test_api_faults_that_the_relaunch_survives(
     platform: Platform, fault: Fault, create_calls: int, logged: str
@@ -171,11 +180,10 @@ def test_api_faults_that_the_relaunch_survives(
 @pytest.mark.parametrize(
     ("fault", "explained"),
     [
-        (Fault("POST", CREATE, "status", status=500), "POST /api/v0/executions/: HTTP 500, the Valohai API failed"),
         (Fault("GET", DETAIL, "not-json"), "HTTP 200 with a body that is not JSON"),
         (Fault("POST", CREATE, "status", status=403), "VH_API_TOKEN is not allowed to do this"),
     ],
-    ids=["create-500", "detail-not-json", "create-403"],
+    ids=["detail-not-json", "create-403"],
 )
 def test_api_faults_that_end_the_chain_clearly(platform: Platform, fault: Fault, explained: str) -> None:
     platform.inject(fault)

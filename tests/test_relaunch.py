@@ -127,7 +127,6 @@ def test_missing_token_is_explained_and_nothing_is_sent_to_the_api(
         (401, {"detail": "Invalid token."}, "VH_API_TOKEN was refused"),
         (403, {"detail": "Forbidden"}, "is not allowed to do this"),
         (404, {"detail": "Not found."}, "not found: check VALOHAI_HOST"),
-        (500, {"detail": "oops"}, "HTTP 500, the Valohai API failed"),
     ],
 )
 def test_each_api_error_ends_with_one_clear_line(
@@ -495,3 +494,34 @@ def test_an_unexpected_error_while_relaunching_still_ends_with_one_clear_line(
         "[retry] ConnectionError: could not connect to db.internal:5432 - could not start retry"
     )
     assert last_line.endswith("unexpected KeyError: 'urls'")
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_a_create_answered_5xx_is_looked_for_before_it_is_sent_again(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any, status: int
+) -> None:
+    # A gateway's 5xx does not prove that nothing was created: the platform may have acted.
+    expect_detail(api)
+    api.post(CREATE_URL, status=status, json={"detail": "upstream reset"})
+    listing = load_fixture("execution-list.json")
+    listing["results"][0]["environment_variables"] = {"RETRY_PARENT": {"value": EXECUTION_ID, "secret": False}}
+    api.get(CREATE_URL, json=listing)
+    expect_project(api)
+    expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
+
+    assert fail(runtime) == retry.EXIT_RETRY_STARTED
+    assert [call.request.method for call in api.calls].count("POST") == 2  # one create, one status detail
+    assert f"HTTP {status}" in capsys.readouterr().err
+
+
+def test_a_detail_answered_500_is_asked_again(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    api.get(DETAIL_URL, status=500, json={"detail": "oops"})
+    expect_detail(api)
+    api.post(CREATE_URL, json=CREATED, status=201)
+    expect_project(api)
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RETRY_STARTED
+    assert clock.sleeps == [0.5]
