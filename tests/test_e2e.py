@@ -268,3 +268,12 @@ def test_run_in_a_worker_thread_still_ends_the_failed_execution_as_an_error(tmp_
     assert "ending the whole process with exit code 75" in first.log_text()
     assert (second.status, second.exit_code) == ("complete", 0)
     assert did_work(second) and not did_work(first)
+
+
+def test_a_failed_attempt_whose_job_left_a_thread_running_ends_at_once(tmp_path: Path) -> None:
+    with Platform(tmp_path, script=JOB, extra_env={"JOB_HEARTBEAT": "1"}) as platform:
+        first, second = run_chain(platform, delay=0, retries=1)
+    assert (first.exit_code, second.exit_code) == (retry.EXIT_RETRY_STARTED, 0)
+    assert first.ended_at is not None and first.failed_at is not None
+    assert first.ended_at - first.failed_at < 5  # not the heartbeat's 60 s
+    assert "not waiting for its threads heartbeat" in first.log_text()

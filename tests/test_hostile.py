@@ -622,3 +622,314 @@ def test_the_budget_bounds_successful_requests_too(api: responses.RequestsMock) 
     with pytest.raises(retry.APIError, match=r"out of time \(the API calls may take 10 s in all\)"):
         list(retry.executions_newest_first(client, PROJECT_ID))
     assert len(api.calls) == 3  # at 3, 6 and 9 s of 10; the fourth would start past the budget
+
+
+# --- found by an adversarial run: each broke an earlier version -------------------------------
+
+
+def twin_list(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"count": len(items), "next": None, "results": list(items)}
+
+
+def stand_down_setup(config_dir: Path, monkeypatch: pytest.MonkeyPatch, counter: int = 44) -> None:
+    set_tags(config_dir, ["nightly", "retry: 1"], **{"execution-counter": counter, "execution-id": f"id-{counter}"})
+    monkeypatch.setenv("RETRY_PARENT", "id-41")
+
+
+def copy_of_retry(counter: int, **fields: Any) -> dict[str, Any]:
+    variables = {"RETRY_PARENT": {"value": "id-41", "secret": False}}
+    return {
+        "id": f"id-{counter}",
+        "counter": counter,
+        "tags": ["nightly", "retry: 1"],
+        "environment_variables": variables,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("twin", "stands_down"),
+    [
+        ({"status": "error", "status_detail": None}, False),  # crashed before the job: it never worked
+        ({"status": "error", "status_detail": "Gave up after 1 retry: ConnectionError: x"}, False),  # a hand copy later
+        ({"status": "stopped"}, False),
+        ({"status": "error", "status_detail": "ConnectionError: x - retry 2/3 started as #47"}, True),  # lives on
+        ({"status": "started"}, True),
+        ({"status": "queued"}, True),
+        ({"status": "complete"}, True),
+    ],
+    ids=["crashed", "gave-up", "stopped", "relaunched", "started", "queued", "complete"],
+)
+def test_a_retry_stands_down_only_for_a_copy_that_does_the_work(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    twin: dict[str, Any],
+    stands_down: bool,
+) -> None:
+    stand_down_setup(config_dir, monkeypatch)
+    items = [{"id": "id-44", "counter": 44, "tags": ["nightly", "retry: 1"]}, copy_of_retry(42, **twin)]
+    api.get(CREATE_URL, json=twin_list(*items, {"id": "id-41", "counter": 41, "tags": ["nightly"]}))
+    if stands_down:
+        api.post(STATUS_URL)
+    worked: list[bool] = []
+
+    if stands_down:
+        with pytest.raises(SystemExit) as exit_info:
+            retry.run(lambda: worked.append(True), runtime=runtime)
+        assert exit_info.value.code == 0 and worked == []
+        assert status_details(api)[0].startswith("Stood down: #42 is already retry 1/3")
+    else:
+        retry.run(lambda: worked.append(True), runtime=runtime)
+        assert worked == [True]
+
+
+def test_a_list_that_ignores_the_order_asked_is_read_to_the_end(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Oldest first: the parent comes before its retries, yet #42 must still be found.
+    stand_down_setup(config_dir, monkeypatch, counter=43)
+    items = [{"id": "id-41", "counter": 41, "tags": ["nightly"]}, copy_of_retry(42, status="started")]
+    api.get(CREATE_URL, json={"count": 3, "next": "more", "results": items})
+    api.get(
+        CREATE_URL,
+        json={"count": 3, "next": None, "results": [{"id": "id-43", "counter": 43, "tags": ["nightly", "retry: 1"]}]},
+        match=[
+            matchers.query_param_matcher(
+                {"project": PROJECT_ID, "ordering": "-counter", "deleted": "false", "limit": "100", "offset": "2"}
+            )
+        ],
+    )
+    api.post(STATUS_URL)
+
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(lambda: None, runtime=runtime)
+    assert exit_info.value.code == 0
+    assert status_details(api)[0].startswith("Stood down: #42")
+
+
+@pytest.mark.parametrize(
+    ("page", "more"),
+    [
+        ({"count": 150, "results": [{"id": "a"}] * 1}, True),  # no "next" key: count tells
+        ({"count": 1, "results": [{"id": "a"}]}, False),
+        ({"results": [{"id": str(n)} for n in range(100)]}, True),  # neither: a full page goes on
+        ({"results": [{"id": "a"}]}, False),
+        ({"next": None, "count": 500, "results": [{"id": "a"}]}, False),  # next says the end
+    ],
+)
+def test_a_list_goes_on_as_its_page_says(page: dict[str, Any], more: bool) -> None:
+    assert retry._more_after(page, len(page["results"]), len(page["results"]) >= retry.PAGE_SIZE) is more
+
+
+def test_a_program_the_job_starts_retries_itself_locally_never_the_execution(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    spawned: Spawned,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+) -> None:
+    # The execution's own process (another pid) runs retry.run; this is a helper it started.
+    monkeypatch.setenv("RETRY_OWNER_PID", "1")
+    api.post(STATUS_URL)
+
+    with pytest.raises(SystemExit):
+        retry.run(lambda: (_ for _ in ()).throw(connection_error()), runtime=runtime)
+
+    assert [call.request.url for call in api.calls] == [STATUS_URL]  # no create, no detail
+    assert len(spawned.calls) == 1
+    err = capsys.readouterr().err
+    assert "attempt 1 of up to 4 in a program the job started" in err
+    assert "starting retry 1/3 as a new process" in err
+
+
+def test_the_execution_marks_itself_so_programs_it_starts_know(config_dir: Path, runtime: retry.Runtime) -> None:
+    import os
+
+    retry.run(lambda: None, runtime=runtime)
+    assert os.environ["RETRY_OWNER_PID"] == str(os.getpid())
+
+
+def test_a_second_run_in_one_process_is_the_same_attempt(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    clean_env.setenv("RETRY_LOCAL_NUMBER", "1")
+    clean_env.setenv("RETRY_NOT_BEFORE", retry._format_instant(clock.now_value + 30))
+    seen: list[int] = []
+    retry.run(lambda: seen.append(retry.current_retry()), runtime=runtime)  # stage one
+    retry.run(lambda: seen.append(retry.current_retry()), runtime=runtime)  # stage two: not attempt 1 again
+    assert seen == [1, 1]
+    assert clock.slept == pytest.approx(30)  # waited once: the instant has passed for stage two
+
+
+def test_plain_http_to_loopback_never_goes_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            received.append(f"{self.server.server_address[1]} {self.headers.get('Authorization')}")
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    api_port, proxy_port = (server.server_address[1] for server in servers)
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
+        monkeypatch.setenv("NO_PROXY", "")
+        retry.ValohaiAPI(TOKEN, f"http://127.0.0.1:{api_port}").get("/api/v0/executions/x/")
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert received == [f"{api_port} Token {TOKEN}"]  # the API, directly; the proxy saw nothing
+
+
+def test_a_host_with_user_info_is_refused_without_echoing_it() -> None:
+    secret = "ml-service-account:3f9a1c7e5b2d4a6f8e0c1b2a3d4e5f6071829"
+    with pytest.raises(retry.RetryError) as error:
+        retry.api_host({"VALOHAI_HOST": f"https://{secret}@app.valohai.com"})
+    assert "3f9a1c7e" not in str(error.value) and "***@app.valohai.com" in str(error.value)
+
+
+def test_the_chain_query_walks_at_most_the_retry_ceiling(
+    clean_env: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any
+) -> None:
+    clean_env.setenv("VH_API_TOKEN", TOKEN)
+    steps = [
+        {
+            "id": f"id-{n}",
+            "counter": n,
+            "tags": [f"retry: {n}"] if n else [],
+            "environment_variables": {"RETRY_PARENT": {"value": f"id-{n - 1}"}} if n else {},
+        }
+        for n in range(150)
+    ]
+    api.get(f"{HOST}/api/v0/executions/{PROJECT_ID}:0/", json=steps[0])
+    api.get(CREATE_URL, json={"count": 150, "next": None, "results": steps[::-1]})
+
+    assert retry.main(["chain", "0", "--project", PROJECT_ID]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == retry.MAX_RETRIES + 1
+
+
+@pytest.mark.parametrize("detail", [{}, {"id": ["odd"], "counter": 42}, None])
+def test_the_chain_query_ends_odd_answers_in_one_line(
+    clean_env: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any, detail: Any
+) -> None:
+    clean_env.setenv("VH_API_TOKEN", TOKEN)
+    body = "[" * 5000 if detail is None else json.dumps(detail)
+    api.get(f"{HOST}/api/v0/executions/{PROJECT_ID}:42/", body=body, content_type="application/json")
+    if detail is not None:  # an unreadable detail ends the query before the list
+        api.get(CREATE_URL, json={"count": 0, "next": None, "results": []})
+
+    try:
+        code = retry.main(["chain", "42", "--project", PROJECT_ID])
+    except SystemExit as exit_info:
+        code = int(exit_info.code or 0)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 1
+    assert code in (0, retry.EXIT_RELAUNCH_FAILED)
+
+
+def test_a_create_answered_with_deeply_nested_json_is_a_started_retry(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    expect_detail(api)
+    api.post(CREATE_URL, status=201, body="[" * 5000, content_type="application/json")
+    api.get(CREATE_URL, json={"count": 0, "next": None, "results": []})  # looked up, not found: still started
+    expect_project(api)
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RETRY_STARTED
+    assert status_details(api)[0].endswith("retry 1/3 started as (number unknown)")
+
+
+@pytest.mark.parametrize(
+    "error", [asyncio.CancelledError(), GeneratorExit("stop")], ids=["cancelled", "generator-exit"]
+)
+def test_a_base_exception_from_the_job_still_gets_a_summary(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, capsys: Any, error: BaseException
+) -> None:
+    def job() -> None:
+        raise error
+
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(job, runtime=runtime)
+    assert exit_info.value.code == retry.EXIT_GAVE_UP
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(f"[retry] Not retried (not a transient error): {type(error).__name__}")
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"delay": 10**5000}, "invalid retry settings: delay must be a number from 0 to 86400, got <a int>"),
+        ({"policy": {"retries": 3}}, "invalid retry settings: policy must be a retry.Policy, got dict"),
+        ({"policy": retry.Policy(), "retries": 2}, "invalid retry settings: give a policy or settings, not both"),
+    ],
+    ids=["huge-number", "not-a-policy", "both"],
+)
+def test_odd_settings_end_in_one_line(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, capsys: Any, arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(lambda: None, runtime=runtime, **arguments)
+    assert exit_info.value.code == retry.EXIT_BAD_CONFIG
+    assert capsys.readouterr().err.startswith(f"[retry] {message}")
+
+
+def test_a_generator_job_is_refused_before_it_pretends_to_succeed(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, capsys: Any
+) -> None:
+    def job() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(SystemExit) as exit_info:
+        retry.run(job, runtime=runtime)
+    assert exit_info.value.code == retry.EXIT_BAD_CONFIG
+    err = capsys.readouterr().err
+    assert "succeeded" not in err and "invalid use of retry.run: the function is a generator" in err
+
+
+def test_ctrl_c_during_the_wait_is_announced(
+    clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    clean_env.setenv("RETRY_LOCAL_NUMBER", "1")
+    clean_env.setenv("RETRY_NOT_BEFORE", retry._format_instant(clock.now_value + 30))
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    runtime.sleep = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        retry.run(lambda: None, runtime=runtime)
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "[retry] Not retried: attempt 2 was interrupted (KeyboardInterrupt)"
+    )
+
+
+def test_a_config_file_that_is_a_pipe_is_refused_not_waited_on(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime
+) -> None:
+    import os
+
+    (config_dir / "execution.json").unlink()
+    os.mkfifo(config_dir / "execution.json")  # reading it would block until someone writes
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
+    assert "execution.json is not a regular file" in status_details(api)[0]

@@ -168,3 +168,56 @@ def processes_with(marker: str) -> list[int]:
         if marker.encode() in command and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def test_a_script_piped_through_dev_stdin_is_refused_instead_of_run_empty(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    result = run_job(
+        [sys.executable, "/dev/stdin", "--retries=2"], tmp_path, job_environ(events), input=JOB.read_text()
+    )
+    assert result.returncode == retry.EXIT_RELAUNCH_FAILED
+    assert "is not a regular file (a pipe?), so it cannot be run again" in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_retry_can_be_stopped_even_if_the_failed_job_ignored_sigterm(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, str(JOB), "--retries=1", "--delay=30"],
+        cwd=tmp_path,
+        env=job_environ(events, JOB_IGNORE_SIGTERM="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if re.search(r"waiting [0-9]+ s before retry 1/1 starts work", line):
+                break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_daemonic_workers_of_a_failed_attempt_do_not_outlive_it(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    result = run_job(
+        [sys.executable, str(JOB), "--retries=1", "--delay=0"], tmp_path, job_environ(events, JOB_DAEMON_CHILD="1")
+    )
+    assert result.returncode == 0, result.stderr
+    children = [event["child"] for event in events_of(events) if event["event"] == "child"]
+    assert len(children) == 2
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in children)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+    except OSError:
+        return False
+    return state != "Z"

@@ -9,6 +9,9 @@ parameters; others are ignored) and from the environment:
 - ``JOB_THREAD=1``: call ``retry.run`` from a worker thread
 - ``JOB_CHDIR``: change to this folder before failing
 - ``JOB_HELPER=1``: start a helper program that uses ``retry.run``, and record what it says
+- ``JOB_HEARTBEAT=1``: a failing attempt leaves a thread running (not a daemon) behind
+- ``JOB_IGNORE_SIGTERM=1``: ignore SIGTERM from then on, as some jobs do
+- ``JOB_DAEMON_CHILD=1``: start a daemonic multiprocessing worker, and record its process id
 - ``JOB_EPOCHS=N``: train N epochs with a live-uploaded checkpoint after each, resuming
   from ``retry.checkpoint_path()``; ``JOB_FAIL_EPOCHS=3,1`` makes the first attempt fail
   in epoch 3 and the second in epoch 1 (recorded as ``resume`` and ``epoch`` events)
@@ -17,7 +20,9 @@ parameters; others are ignored) and from the environment:
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -45,6 +50,12 @@ def record(event: str, **fields: object) -> None:
 
 def work() -> None:
     record("start")
+    if os.environ.get("JOB_IGNORE_SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.environ.get("JOB_DAEMON_CHILD"):
+        worker = multiprocessing.Process(target=time.sleep, args=(60,), daemon=True)
+        worker.start()
+        record("child", child=worker.pid)
     if os.environ.get("JOB_HELPER"):
         helper = subprocess.run([sys.executable, "-c", HELPER], capture_output=True, text=True, check=False)
         record("helper", output=helper.stderr)
@@ -54,6 +65,8 @@ def work() -> None:
         train_epochs(int(os.environ["JOB_EPOCHS"]))
         return
     if retry.current_retry() < int(os.environ.get("JOB_FAIL_ATTEMPTS", "1")):
+        if os.environ.get("JOB_HEARTBEAT"):  # still running when the attempt fails
+            threading.Thread(target=time.sleep, args=(60,), name="heartbeat").start()
         record("fail")
         raise ConnectionError("simulated outage")
     print("Training 1 epoch", flush=True)  # the stand-in marks the start of work here
