@@ -46,7 +46,10 @@ def measure(with_checkpoints: bool, epochs: int, fail_epoch: int, epoch_seconds:
         "BENCH_FAIL_EPOCH": str(fail_epoch),
         "BENCH_EPOCH_SECONDS": str(epoch_seconds),
     }
-    with tempfile.TemporaryDirectory() as folder, Platform(Path(folder), script=JOB, extra_env=environ) as platform:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        Platform(Path(folder), script=JOB, extra_env=environ, fork=False) as platform,
+    ):
         platform.start()
         failed, retried = platform.wait_until_idle(timeout=2 * epochs * epoch_seconds + 60)
         calls = platform.calls

@@ -49,7 +49,7 @@ def measure(wait_in: str, delay: float, queue: float) -> Result:
     environ = {"BENCH_DELAY": str(delay), "BENCH_WAIT_IN": wait_in}
     with (
         tempfile.TemporaryDirectory() as folder,
-        Platform(Path(folder), queue_time=queue, script=JOB, extra_env=environ) as platform,
+        Platform(Path(folder), queue_time=queue, script=JOB, extra_env=environ, fork=False) as platform,
     ):
         platform.start(failure_rate=1.0)
         failed, retried = platform.wait_until_idle(timeout=3 * (delay + queue) + 30)

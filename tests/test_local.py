@@ -112,7 +112,7 @@ def test_the_chain_variables_do_not_leak_into_programs_the_job_starts(tmp_path: 
     assert all("[retry] attempt 1 of up to 3 locally" in output for output in helpers)
 
 
-@pytest.mark.parametrize("value", ["²", "7" * 5000, "-1", "101"])
+@pytest.mark.parametrize("value", ["²", "7" * 5000])
 def test_a_garbled_local_retry_number_is_refused_in_one_line(tmp_path: Path, value: str) -> None:
     events = tmp_path / "events.jsonl"
     environ = job_environ(events, RETRY_LOCAL_NUMBER=value)

@@ -157,3 +157,10 @@ def test_countdown_ticks_grow_with_the_wait(clock: FakeClock, capsys: Any, secon
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == f"[retry] waiting {seconds} s before the retry"
     assert len(lines) == 1 + (len(sleeps) - 1 if len(sleeps) > 1 else 0)
+
+
+@pytest.mark.parametrize("value", ["-1", "101", "1.5", "٣"])
+def test_a_local_retry_number_that_is_not_one_is_refused(clean_env: pytest.MonkeyPatch, value: str) -> None:
+    clean_env.setenv("RETRY_LOCAL_NUMBER", value)
+    with pytest.raises(retry.ConfigError, match="RETRY_LOCAL_NUMBER must be a retry number from 0 to 100"):
+        retry.current_retry()
