@@ -123,7 +123,7 @@ def main(
     except retry.RetryError as exc:
         _fail(str(exc), exc.exit_code)
     except Exception as exc:  # an answer of a shape never seen: one line all the same
-        _fail(f"unexpected {retry._describe(exc)} while reading the project", retry.EXIT_RELAUNCH_FAILED)
+        _fail(f"unexpected {retry.describe(exc)} while reading the project", retry.EXIT_RELAUNCH_FAILED)
     return 0
 
 
@@ -157,7 +157,56 @@ def _print_report(
 def _print_chain(args: argparse.Namespace, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
     project = _project(args.project)
     api = _api(retry.CHECK_BUDGET, clock, sleep)
-    print(retry.format_chain(retry.chain(api, project, args.counter)))
+    print(format_chain(chain(api, project, args.counter)))
+
+
+# --- one chain -------------------------------------------------------------------------
+
+
+def chain(api: retry.ValohaiAPI, project_id: str, counter: int) -> list[dict[str, Any]]:
+    """Every attempt of the chain that execution ``counter`` belongs to, oldest first.
+
+    At most :data:`retry.MAX_RETRIES` + 1 attempts, whatever the variables and tags say; the
+    project's executions newer than the chain are read once (bounded as every list).
+    """
+    attempts = [api.get(f"/api/v0/executions/{project_id}:{counter}/", {"exclude": "metadata,events"})]
+    seen = {retry._hashable_id(attempts[0])}
+    # Backwards through RETRY_PARENT; a tampered variable cannot make it loop.
+    while (
+        len(attempts) <= retry.MAX_RETRIES
+        and (parent := retry.parent_of(attempts[0])) is not None
+        and parent not in seen
+    ):
+        attempts.insert(0, api.get(f"/api/v0/executions/{parent}/", {"exclude": "metadata,events"}))
+        seen.add(parent)
+    later: dict[int, list[dict[str, Any]]] = {}  # the newer executions, by their retry number
+    for item in retry.executions_after(api, project_id, counter=retry.counter_of(attempts[-1]) or 0):
+        later.setdefault(retry.retry_number(retry.tags_of(item)), []).append(item)
+    while len(attempts) <= retry.MAX_RETRIES:  # forwards: each retry has a higher counter than its parent
+        last = attempts[-1]
+        floor = retry.counter_of(last) or 0
+        candidates = [
+            item for item in later.get(retry.retry_number(retry.tags_of(last)) + 1, []) if int(item["counter"]) > floor
+        ]
+        child = retry.first_retry(api, candidates, str(last.get("id")))
+        if child is None:
+            break
+        attempts.append(child)
+    return attempts
+
+
+def format_chain(attempts: Sequence[Mapping[str, Any]]) -> str:
+    """A table of attempts: counter, retry number, status, status detail, URL."""
+    lines = []
+    for item in attempts:
+        fields = [
+            retry._counter_text(item),
+            f"retry {retry.retry_number(retry.tags_of(item))}",
+            item.get("status", "?"),
+        ]
+        fields += [retry._one_line(item.get("status_detail") or "-"), retry.display_url(item)]
+        lines.append("  ".join(str(field) for field in fields))
+    return "\n".join(lines)
 
 
 # --- the report ------------------------------------------------------------------------
@@ -599,7 +648,7 @@ def _is_execution(item: Any) -> bool:
 
 def _needs_detail(item: Mapping[str, Any]) -> bool:
     """Whether the list entry lacks what the report needs (list entries may be abridged)."""
-    lacks_parent = retry.retry_number(retry._tags(item)) > 0 and "environment_variables" not in item
+    lacks_parent = retry.retry_number(retry.tags_of(item)) > 0 and "environment_variables" not in item
     ended = item.get("status") not in INCOMPLETE_STATUSES
     return lacks_parent or "status" not in item or (ended and "status_detail" not in item)
 
@@ -616,19 +665,19 @@ def _with_detail(api: retry.ValohaiAPI, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _attempt(item: Mapping[str, Any], created: float | None) -> Attempt:
-    parent = retry._variable_value(retry._variables(item.get("environment_variables")).get("RETRY_PARENT"))
+    parent = retry.parent_of(item)
     status = item.get("status")
     detail = item.get("status_detail")
     duration = item.get("duration")
     return Attempt(
         id=str(item["id"]),
         counter=int(item["counter"]),
-        retry=retry.retry_number(retry._tags(item)),
+        retry=retry.retry_number(retry.tags_of(item)),
         parent=str(parent) if parent else None,
         status=status if isinstance(status, str) else "unknown",
         status_detail=detail if isinstance(detail, str) else "",
         duration=float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None,
-        url=retry._display_url(item),
+        url=retry.display_url(item),
         created=created,
     )
 
@@ -657,7 +706,7 @@ def _days(text: str) -> float:
     days = float(text) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text.strip()) else -1.0
     if not 0 < days <= MAX_DAYS:
         raise retry.ConfigError(
-            f"--days must be a number of days above 0 and at most {MAX_DAYS:g}, got {retry._quote(text, 20)}"
+            f"--days must be a number of days above 0 and at most {MAX_DAYS:g}, got {retry.quote(text, 20)}"
         )
     return days
 
@@ -687,7 +736,7 @@ def _fail(message: str, code: int) -> NoReturn:
 def _instant(value: Any) -> float | None:
     """An API time (ISO 8601) as epoch seconds, or None when it is missing or garbled."""
     try:
-        return retry._parse_instant(value) if isinstance(value, str) else None
+        return retry.parse_instant(value) if isinstance(value, str) else None
     except (ValueError, OverflowError):
         return None
 

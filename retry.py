@@ -7,17 +7,26 @@ wrap your entry point::
 
     retry.run(main, retries=3, delay=60)
 
-When ``main`` raises a transient error (a dropped connection, a timeout, HTTP 429 or
-5xx), the execution asks the Valohai API for a copy of itself tagged ``retry: N+1`` and
-exits with :data:`EXIT_RETRY_STARTED`.  The copy waits out the delay before it starts
-work, so the failed machine is released at once.  Any other error fails the execution
-straight away.  After ``retries`` retries the chain stops and says so in the status
-detail.  Outside Valohai (no ``VH_JOB_ID``) the same policy replaces the script's process
-with a fresh run of it, so the behaviour can be tried on a laptop.
+The whole story, in the order this file tells it:
 
-Exactly one execution does the work of each retry: when the API's answer to a create
-call is lost, the retry is looked for before it is asked for again, and a retry checks
-when it starts that no earlier copy of it exists (a duplicate stands down, exit 0).
+1. :func:`run` calls ``main``.  A retry first waits out what is left of its delay (the
+   not-before instant it was handed), after checking that it is the one copy of its retry.
+2. When ``main`` raises, :func:`handle_failure` decides: an error that is not transient
+   (a bug) fails at once with ``Not retried ...``; when the ``retry: N`` tag says the
+   retries are used up, ``Gave up after N retries ...``; else a retry is started.
+3. On Valohai, the execution reads its own detail from the API, creates a copy of itself
+   tagged ``retry: N+1`` (same commit, step, parameters, inputs, environment, resources),
+   which must not start work before the failure plus the delay, sets its status detail and
+   exits with :data:`EXIT_RETRY_STARTED` (75): its machine is released at once.  If the
+   create call's answer is lost, the retry is looked for before it is asked for again.
+4. Locally (no ``VH_JOB_ID``), the failed process is replaced by a fresh run of the same
+   command line, with the retry number in ``RETRY_LOCAL_NUMBER``: no account needed.
+5. With ``checkpoint="<input>"``, the retry gets the failed attempt's newest checkpoint in
+   that input, and :func:`checkpoint_path` tells the job where to resume from.
+
+The rest is the plumbing all that needs: the policy, tags, the retry's payload,
+checkpoints, the API client, the token and host, the status detail.  ``chains.py``,
+beside this file, queries chains and reports on them; this file needs nothing from it.
 
 Environment:
     ``VH_API_TOKEN``   API token, set as a *secret* project environment variable.
@@ -31,13 +40,10 @@ Environment:
 Exit codes: 0 success (or a duplicate retry that stood down), :data:`EXIT_GAVE_UP` (1),
 :data:`EXIT_BAD_CONFIG` (2), :data:`EXIT_RELAUNCH_FAILED` (3),
 :data:`EXIT_RETRY_UNCONFIRMED` (4), :data:`EXIT_RETRY_STARTED` (75).
-
-Query a chain of attempts: ``python retry.py chain <counter> [--project ID]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -74,6 +80,7 @@ try:  # valohai-utils' pre-signed call helper; set_status_detail() wraps it with
 except ImportError:  # pragma: no cover - a future valohai-utils may move it
     _send_signed_request = None  # type: ignore[assignment]
 
+# What a job calls or catches.  The building blocks below stay importable and documented.
 __all__ = [
     "EXIT_BAD_CONFIG",
     "EXIT_GAVE_UP",
@@ -82,33 +89,14 @@ __all__ = [
     "EXIT_RETRY_UNCONFIRMED",
     "APIError",
     "ConfigError",
-    "Execution",
     "Policy",
     "RetryError",
     "Runtime",
-    "ValohaiAPI",
-    "api_host",
-    "build_retry_payload",
-    "chain",
-    "config_dir",
-    "countdown",
+    "checkpoint_path",
     "current_retry",
-    "find_retry",
-    "format_chain",
-    "format_retry_tag",
     "handle_failure",
     "is_transient",
-    "main",
-    "read_execution",
-    "read_token",
-    "relaunch",
-    "request_timeout",
-    "retry_after_seconds",
-    "retry_number",
-    "retry_tags",
     "run",
-    "set_status_detail",
-    "wait_for_turn",
 ]
 
 #: The attempt failed and a retry execution was started (``EX_TEMPFAIL``).
@@ -189,7 +177,7 @@ def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | N
         if _process.outcome is not None:
             _say(
                 f"this process already handled a failure (exit code {_process.outcome});"
-                f" not starting another retry for {_describe(error)}"
+                f" not starting another retry for {describe(error)}"
             )
             return _process.outcome
         _process.outcome = _decide(error, policy, runtime)
@@ -198,12 +186,12 @@ def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | N
 
 def _decide(error: BaseException, policy: Policy, runtime: Runtime) -> int:
     _print_traceback(error)
-    summary = _describe(error)
+    summary = describe(error)
     try:
         transient = policy.should_retry(error)
     except Exception as exc:  # a broken retry_on predicate must not hide the real error
         _print_traceback(exc)
-        return _finish(f"Not retried: retry_on raised {_describe(exc)}: {summary}", EXIT_GAVE_UP)
+        return _finish(f"Not retried: retry_on raised {describe(exc)}: {summary}", EXIT_GAVE_UP)
     if not transient:
         return _finish(f"Not retried (not a transient error): {summary}", EXIT_GAVE_UP)
     try:
@@ -220,7 +208,7 @@ def _decide(error: BaseException, policy: Policy, runtime: Runtime) -> int:
     except Exception as exc:
         if not isinstance(exc, RetryError):  # a bug or an answer of a shape never seen
             _print_traceback(exc)
-        reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {_describe(exc)}"
+        reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {describe(exc)}"
         which = f"retry {progress.number}/{policy.retries}"
         if progress.maybe_created:
             message = (
@@ -273,7 +261,7 @@ def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, progre
     api = _api_for(runtime, token)
     detail = api.get(f"/api/v0/executions/{execution.id}/", {"exclude": "metadata,events"})
     # The count is the highest of every source read: a lost tag must not restart the chain.
-    done = max(execution.retry, retry_number(_tags(detail)))
+    done = max(execution.retry, retry_number(tags_of(detail)))
     progress.number = done + 1
     if _out_of_retries(done, policy):
         return _finish(_gave_up_message(done, summary), EXIT_GAVE_UP)
@@ -358,11 +346,11 @@ def _announce_retry(
     counter = _counter_text(created)
     message = f"{summary} - retry {number}/{policy.retries} started as {counter}"
     try:
-        _say(f"retry {number}/{policy.retries} is execution {counter}: {_display_url(created)}")
+        _say(f"retry {number}/{policy.retries} is execution {counter}: {display_url(created)}")
         if number == 1 and policy.retries > 1:  # the project's variables do not change along the chain
             message += _token_warning(api, execution.project_id, counter)
     except Exception as exc:  # best effort: the retry exists whatever happens here
-        _say(f"could not check the project's variables: unexpected {_describe(exc)}")
+        _say(f"could not check the project's variables: unexpected {describe(exc)}")
     return _finish(message, EXIT_RETRY_STARTED)
 
 
@@ -408,14 +396,14 @@ def _stand_down_if_duplicate(attempt: _Attempt, policy: Policy, runtime: Runtime
             api, execution.project_id, attempt.parent, attempt.number, below=execution.counter, like=like, working=True
         )
     except Exception as exc:  # the check is a safeguard: without it the work still happens
-        reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {_describe(exc)}"
+        reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {describe(exc)}"
         _say(f"could not check that this is the only {which} of its parent, so doing the work: {reason}")
         return
     if twin is None:
         return
     message = (
         f"Stood down: {_counter_text(twin)} is already {which} of the same failure and does the work;"
-        f" this duplicate did nothing {_display_url(twin)}".rstrip()
+        f" this duplicate did nothing {display_url(twin)}".rstrip()
     )
     _end_process(_finish(message, 0))
 
@@ -517,7 +505,7 @@ def _script_path(script: str) -> str:
     path = main_file if isinstance(main_file, str) and os.path.isabs(main_file) else os.path.join(_STARTED_IN, script)
     if not (os.path.isfile(path) or os.path.isdir(path)):  # a pipe (/dev/stdin, <(...)) reads only once
         raise RetryError(
-            f"the script {_quote(path)} is not a regular file (a pipe?), so it cannot be run again: save it to a file"
+            f"the script {quote(path)} is not a regular file (a pipe?), so it cannot be run again: save it to a file"
         )
     return path
 
@@ -600,7 +588,7 @@ def _read_retry_number(runtime: Runtime) -> int:
         return 0
     number = _ascii_count(raw)
     if number is None or number > MAX_RETRIES:
-        raise ConfigError(f"RETRY_LOCAL_NUMBER must be a retry number from 0 to {MAX_RETRIES}, got {_quote(raw, 20)}")
+        raise ConfigError(f"RETRY_LOCAL_NUMBER must be a retry number from 0 to {MAX_RETRIES}, got {quote(raw, 20)}")
     return number
 
 
@@ -624,9 +612,9 @@ def wait_for_turn(not_before: str | None, policy: Policy, number: int, runtime: 
         return 0.0
     longest = policy.max_delay
     try:
-        remaining = _parse_instant(not_before) - runtime.now()
+        remaining = parse_instant(not_before) - runtime.now()
     except (ValueError, OverflowError):
-        _say(f"warning: RETRY_NOT_BEFORE={_quote(not_before, 40)} is not an ISO 8601 instant; waiting {longest:g} s")
+        _say(f"warning: RETRY_NOT_BEFORE={quote(not_before, 40)} is not an ISO 8601 instant; waiting {longest:g} s")
         remaining = longest
     if remaining > longest:
         _say(f"warning: RETRY_NOT_BEFORE is {remaining:.0f} s away, more than the policy allows; waiting {longest:g} s")
@@ -841,13 +829,13 @@ class Policy:
         if self.delay > self.max_delay:
             raise ConfigError(f"delay ({self.delay} s) must not exceed max_delay ({self.max_delay} s)")
         if self.wait_in not in ("retry", "failed"):
-            raise ConfigError(f"wait_in must be 'retry' or 'failed', got {_quote(self.wait_in)}")
+            raise ConfigError(f"wait_in must be 'retry' or 'failed', got {quote(self.wait_in)}")
         if not callable(self.retry_on) and not _is_exception_types(self.retry_on):
             raise ConfigError("retry_on must be a predicate or exception types")
         if self.checkpoint is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(self.checkpoint)):
-            raise ConfigError(f"checkpoint must be the name of one of the step's inputs, got {_quote(self.checkpoint)}")
+            raise ConfigError(f"checkpoint must be the name of one of the step's inputs, got {quote(self.checkpoint)}")
         if not isinstance(self.checkpoint_pattern, str) or not self.checkpoint_pattern.strip():
-            raise ConfigError(f"checkpoint_pattern must be a file name pattern, got {_quote(self.checkpoint_pattern)}")
+            raise ConfigError(f"checkpoint_pattern must be a file name pattern, got {quote(self.checkpoint_pattern)}")
 
     def should_retry(self, error: BaseException) -> bool:
         """Tell whether ``error`` is one this policy retries."""
@@ -872,7 +860,7 @@ def _check_number(name: str, value: object, low: float, high: float, *, integer:
     kind = "an integer" if integer else "a number"
     valid_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not valid_type or not (low <= value <= high):  # type: ignore[operator]
-        raise ConfigError(f"{name} must be {kind} from {low:g} to {high:g}, got {_quote(value)}")
+        raise ConfigError(f"{name} must be {kind} from {low:g} to {high:g}, got {quote(value)}")
 
 
 def _is_exception_types(value: object) -> bool:
@@ -916,7 +904,7 @@ def retry_tags(tags: Sequence[object], number: int) -> list[str]:
     return [*kept, format_retry_tag(number)]
 
 
-def _tags(item: Mapping[str, Any]) -> list[str]:
+def tags_of(item: Mapping[str, Any]) -> list[str]:
     """An API item's tags as strings, whether they come as a list, one string, or objects."""
     tags = item.get("tags")
     if isinstance(tags, str):  # never split a string into letters
@@ -963,7 +951,7 @@ def build_retry_payload(
         "step": step,
         "parameters": _parameters(detail, config),
         "inputs": _inputs(detail, config),
-        "tags": retry_tags(_tags(detail), number),
+        "tags": retry_tags(tags_of(detail), number),
         "environment_variables": variables,
     }
     # The keys and their shapes follow the official CLI's create payload (valohai-cli 0.37,
@@ -1198,7 +1186,7 @@ def _is_checkpoint_datum(datum: Mapping[str, Any], pattern: str) -> bool:
 def _datum_age(datum: Mapping[str, Any]) -> tuple[float, str]:
     """Sort key of a datum: its creation time, then its name."""
     try:
-        created = _parse_instant(str(datum.get("ctime")))
+        created = parse_instant(str(datum.get("ctime")))
     except (ValueError, OverflowError):
         created = 0.0
     return created, str(datum.get("name"))
@@ -1277,15 +1265,15 @@ def find_retry(
     """
     candidates = [
         item
-        for item in _executions_after(api, project_id, counter=parent_counter, execution_id=parent_id)
+        for item in executions_after(api, project_id, counter=parent_counter, execution_id=parent_id)
         if (below is None or int(item["counter"]) < below)
-        and retry_number(_tags(item)) == number
+        and retry_number(tags_of(item)) == number
         and _alike(item, like or {})
     ]
-    return _first_child(api, candidates, parent_id, working=working)
+    return first_retry(api, candidates, parent_id, working=working)
 
 
-def _executions_after(
+def executions_after(
     api: ValohaiAPI, project_id: str, *, counter: int | None = None, execution_id: str | None = None
 ) -> list[dict[str, Any]]:
     """The project's executions newer than one execution, given by its counter or its id.
@@ -1297,7 +1285,7 @@ def _executions_after(
     floor, last, ordered = counter, None, True
     for page in execution_pages(api, project_id):
         for item in page:
-            number = _counter_of(item)
+            number = counter_of(item)
             if number is None:
                 continue
             ordered = ordered and (last is None or number < last)
@@ -1310,7 +1298,7 @@ def _executions_after(
     return [item for item in found if floor is None or int(item["counter"]) > floor]
 
 
-def _counter_of(item: Mapping[str, Any]) -> int | None:
+def counter_of(item: Mapping[str, Any]) -> int | None:
     counter = item.get("counter")
     return counter if isinstance(counter, int) and not isinstance(counter, bool) else None
 
@@ -1320,7 +1308,7 @@ def _alike(item: Mapping[str, Any], like: Mapping[str, Any]) -> bool:
     return all(item.get(key) in (None, value) for key, value in like.items() if value is not None)
 
 
-def _first_child(
+def first_retry(
     api: ValohaiAPI, candidates: Sequence[Mapping[str, Any]], parent_id: str, *, working: bool = False
 ) -> dict[str, Any] | None:
     """Of ``candidates``, the lowest-counter one whose ``RETRY_PARENT`` is ``parent_id``.
@@ -1335,7 +1323,7 @@ def _first_child(
             if lookups > MAX_DETAIL_LOOKUPS:
                 raise APIError(f"more than {MAX_DETAIL_LOOKUPS} executions to read to find the retry; stopped there")
             known.update(_detail_of(api, item))
-        if _parent_of(known) == parent_id and (not working or _is_working(known)):
+        if parent_of(known) == parent_id and (not working or _is_working(known)):
             return known
     return None
 
@@ -1362,7 +1350,7 @@ def _detail_of(api: ValohaiAPI, item: Mapping[str, Any]) -> dict[str, Any]:
     return api.get(f"/api/v0/executions/{execution_id}/", {"exclude": "metadata,events"})
 
 
-def _parent_of(item: Mapping[str, Any]) -> str | None:
+def parent_of(item: Mapping[str, Any]) -> str | None:
     """The execution that ``item`` (an execution's detail) retries, from its ``RETRY_PARENT``."""
     value = _variable_value(_variables(item.get("environment_variables")).get("RETRY_PARENT"))
     return str(value) if isinstance(value, (str, int)) and value else None
@@ -1389,7 +1377,7 @@ def _counter_text(item: Mapping[str, Any]) -> str:
     return f"#{counter}" if isinstance(counter, int) and not isinstance(counter, bool) else "(number unknown)"
 
 
-def _display_url(item: Mapping[str, Any]) -> str:
+def display_url(item: Mapping[str, Any]) -> str:
     urls = item.get("urls")
     url = urls.get("display") if isinstance(urls, dict) else None
     return url if isinstance(url, str) else ""
@@ -1437,12 +1425,12 @@ def read_execution(directory: Path | None = None) -> Execution:
         )
     counter = data["valohai.execution-counter"]
     if isinstance(counter, bool) or not isinstance(counter, int):
-        raise RetryError(f"{path}: valohai.execution-counter is not an integer: {_quote(counter)}")
+        raise RetryError(f"{path}: valohai.execution-counter is not an integer: {quote(counter)}")
     return Execution(
         id=str(data["valohai.execution-id"]),
         counter=counter,
         project_id=str(data["valohai.project-id"]),
-        tags=tuple(_tags({"tags": data.get("valohai.execution-tags")})),
+        tags=tuple(tags_of({"tags": data.get("valohai.execution-tags")})),
         step=data.get("valohai.execution-step") or None,
         commit=data.get("valohai.commit-identifier") or None,
         title=data.get("valohai.execution-title") or None,
@@ -1955,16 +1943,16 @@ def _origin(address: str, name: str) -> str:
     text = address.strip().rstrip("/")
     example = "an address like https://valohai.example.com"
     if not text or not text.isprintable() or any(character.isspace() or character in "\\@" for character in text):
-        raise RetryError(f"{name} must be {example}, without spaces, backslashes or user info; got {_quote(text, 80)}")
+        raise RetryError(f"{name} must be {example}, without spaces, backslashes or user info; got {quote(text, 80)}")
     try:
         url = parse_url(text)
     except LocationParseError:
-        raise RetryError(f"{name} must be {example}, got {_quote(text, 80)}") from None
+        raise RetryError(f"{name} must be {example}, got {quote(text, 80)}") from None
     plain = urlsplit(text)
     if url.scheme not in ("https", "http") or not url.host or (url.path or url.query or url.fragment):
-        raise RetryError(f"{name} must be {example} (no path or query), got {_quote(text, 80)}")
+        raise RetryError(f"{name} must be {example} (no path or query), got {quote(text, 80)}")
     if (plain.hostname or "").lower() != url.host.strip("[]").lower() or plain.port != url.port:
-        raise RetryError(f"{name} is ambiguous ({_quote(text, 80)}): parsers disagree on its host")
+        raise RetryError(f"{name} is ambiguous ({quote(text, 80)}): parsers disagree on its host")
     if url.scheme == "http" and not _is_loopback(url.host.strip("[]")):
         raise RetryError(f"{name} uses plain http ({text}): the token would travel unencrypted; use https")
     port = f":{url.port}" if url.port is not None else ""
@@ -1991,7 +1979,7 @@ def request_timeout(environ: Mapping[str, str] | None = None) -> tuple[float, fl
         seconds = -1.0
     if not 0 < seconds <= 600:
         raise ConfigError(
-            f"RETRY_API_TIMEOUT must be a number of seconds above 0 and at most 600, got {_quote(raw, 20)}"
+            f"RETRY_API_TIMEOUT must be a number of seconds above 0 and at most 600, got {quote(raw, 20)}"
         )
     return (min(REQUEST_TIMEOUT[0], seconds), seconds)
 
@@ -2051,7 +2039,7 @@ def _print_traceback(error: BaseException) -> None:
     _write(_mask(text))
 
 
-def _describe(error: BaseException) -> str:
+def describe(error: BaseException) -> str:
     """``Type: message`` on one line, masked and cut; safe for any exception."""
     name = type(error).__name__
     try:
@@ -2061,7 +2049,7 @@ def _describe(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _quote(value: object, limit: int = 60) -> str:
+def quote(value: object, limit: int = 60) -> str:
     """A value someone gave, quoted for a message: masked, user info hidden, *then* cut.
 
     Safe for any value (an int too large to print, an object whose ``str`` fails).
@@ -2159,7 +2147,7 @@ _INSTANT = re.compile(
 )
 
 
-def _parse_instant(text: str) -> float:
+def parse_instant(text: str) -> float:
     """An ISO 8601 instant (``Z``, an offset or none for UTC; any fraction) as epoch seconds.
 
     Raises ``ValueError`` for anything else.  Parsed by hand: before Python 3.11
@@ -2167,7 +2155,7 @@ def _parse_instant(text: str) -> float:
     """
     match = _INSTANT.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"not an ISO 8601 instant: {_quote(text, 40)}")
+        raise ValueError(f"not an ISO 8601 instant: {quote(text, 40)}")
     whole, fraction, zone = match.groups()
     moment = datetime.datetime.fromisoformat(whole + ("+00:00" if zone in (None, "Z") else zone))
     return moment.timestamp() + float(f"0.{fraction or 0}")
@@ -2183,71 +2171,6 @@ def _format_instant(timestamp: float) -> str:
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-# --- chain query (a command for a laptop) ----------------------------------------------
-
-
-def chain(api: ValohaiAPI, project_id: str, counter: int) -> list[dict[str, Any]]:
-    """Every attempt of the chain that execution ``counter`` belongs to, oldest first.
-
-    At most :data:`MAX_RETRIES` + 1 attempts, whatever the variables and tags say; the
-    project's executions newer than the chain are read once (bounded as every list).
-    """
-    attempts = [api.get(f"/api/v0/executions/{project_id}:{counter}/", {"exclude": "metadata,events"})]
-    seen = {_hashable_id(attempts[0])}
-    # Backwards through RETRY_PARENT; a tampered variable cannot make it loop.
-    while len(attempts) <= MAX_RETRIES and (parent := _parent_of(attempts[0])) is not None and parent not in seen:
-        attempts.insert(0, api.get(f"/api/v0/executions/{parent}/", {"exclude": "metadata,events"}))
-        seen.add(parent)
-    later: dict[int, list[dict[str, Any]]] = {}  # the newer executions, by their retry number
-    for item in _executions_after(api, project_id, counter=_counter_of(attempts[-1]) or 0):
-        later.setdefault(retry_number(_tags(item)), []).append(item)
-    while len(attempts) <= MAX_RETRIES:  # forwards: each retry has a higher counter than its parent
-        last = attempts[-1]
-        floor = _counter_of(last) or 0
-        candidates = [item for item in later.get(retry_number(_tags(last)) + 1, []) if int(item["counter"]) > floor]
-        child = _first_child(api, candidates, str(last.get("id")))
-        if child is None:
-            break
-        attempts.append(child)
-    return attempts
-
-
-def format_chain(attempts: Sequence[Mapping[str, Any]]) -> str:
-    """A table of attempts: counter, retry number, status, status detail, URL."""
-    lines = []
-    for item in attempts:
-        fields = [_counter_text(item), f"retry {retry_number(_tags(item))}", item.get("status", "?")]
-        fields += [_one_line(item.get("status_detail") or "-"), _display_url(item)]
-        lines.append("  ".join(str(field) for field in fields))
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python retry.py chain <counter> [--project ID]``."""
-    parser = argparse.ArgumentParser(prog="retry.py", description="Inspect retry chains of Valohai executions.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    show = commands.add_parser("chain", help="print every attempt of a retry chain")
-    show.add_argument("counter", type=int, help="counter of any execution in the chain")
-    show.add_argument("--project", help="project id (default: VH_PROJECT_ID, or this execution's project)")
-    args = parser.parse_args(argv)
-    try:
-        project = args.project or os.environ.get("VH_PROJECT_ID") or read_execution().project_id
-    except RetryError:
-        _fail("no project: pass --project <id> (Project settings shows it) or set VH_PROJECT_ID", EXIT_BAD_CONFIG)
-    try:
-        api = ValohaiAPI(read_token(), timeout=request_timeout(), budget=CHECK_BUDGET, patient=False)
-        print(format_chain(chain(api, project, args.counter)))
-    except RetryError as exc:
-        _fail(str(exc), exc.exit_code)
-    except Exception as exc:  # an answer of a shape never seen: one line all the same
-        _fail(f"unexpected {_describe(exc)} while reading the chain", EXIT_RELAUNCH_FAILED)
-    return 0
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    _say(message)
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - a hint for whoever runs the file itself
+    sys.stderr.write("[retry] retry.py is imported by a job: see its docstring; chains.py queries chains\n")
+    sys.exit(EXIT_BAD_CONFIG)

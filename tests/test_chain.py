@@ -9,6 +9,7 @@ import responses
 from conftest import HOST, PROJECT_ID, TOKEN
 from responses import matchers
 
+import chains
 import retry
 
 AUTH = matchers.header_matcher({"Authorization": f"Token {TOKEN}"})
@@ -51,7 +52,7 @@ def test_chain_lists_every_attempt_oldest_first(
     )
     api.get(f"{HOST}/api/v0/executions/id-44/", json=third, match=[AUTH])
 
-    assert retry.main(["chain", "42", "--project", PROJECT_ID]) == 0
+    assert chains.main(["chain", "42", "--project", PROJECT_ID]) == 0
 
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["#41", "#42", "#44"]
@@ -61,14 +62,14 @@ def test_chain_lists_every_attempt_oldest_first(
 
 def test_chain_without_a_project_says_how_to_give_one(clean_env: pytest.MonkeyPatch, capsys: Any) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        retry.main(["chain", "42"])
+        chains.main(["chain", "42"])
     assert exit_info.value.code == retry.EXIT_BAD_CONFIG
     assert "pass --project" in capsys.readouterr().err
 
 
 def test_chain_without_a_token_names_the_variable(clean_env: pytest.MonkeyPatch, capsys: Any) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        retry.main(["chain", "42", "--project", PROJECT_ID])
+        chains.main(["chain", "42", "--project", PROJECT_ID])
     assert exit_info.value.code == retry.EXIT_RELAUNCH_FAILED
     assert "VH_API_TOKEN is not set" in capsys.readouterr().err
 
@@ -80,6 +81,6 @@ def test_a_parent_loop_cannot_hang_the_query(clean_env: pytest.MonkeyPatch, api:
     api.get(f"{HOST}/api/v0/executions/id-41/", json=first)
     api.get(f"{HOST}/api/v0/executions/", json={"results": [looping, first], "next": None})
 
-    attempts = retry.chain(retry.ValohaiAPI(TOKEN), PROJECT_ID, 42)
+    attempts = chains.chain(retry.ValohaiAPI(TOKEN), PROJECT_ID, 42)
     assert [item["counter"] for item in attempts] == [41, 42]
     assert len(api.calls) == 3

@@ -39,6 +39,7 @@ from conftest import (
 )
 from responses import matchers
 
+import chains
 import retry
 
 LIST_FIRST_PAGE = matchers.query_param_matcher(
@@ -419,7 +420,7 @@ def test_the_chain_query_stops_on_a_list_that_never_ends(
     api.get(CREATE_URL, json=endless)
 
     with pytest.raises(SystemExit) as exit_info:
-        retry.main(["chain", "42", "--project", PROJECT_ID])
+        chains.main(["chain", "42", "--project", PROJECT_ID])
     assert exit_info.value.code == retry.EXIT_RELAUNCH_FAILED
     assert len(api.calls) == 1 + retry.MAX_PAGES
     assert (
@@ -442,7 +443,7 @@ def test_the_chain_query_fails_fast_and_short_without_a_network(clean_env: pytes
     started = time.monotonic()
 
     with pytest.raises(SystemExit) as exit_info:
-        retry.main(["chain", "42", "--project", PROJECT_ID])
+        chains.main(["chain", "42", "--project", PROJECT_ID])
     assert exit_info.value.code == retry.EXIT_RELAUNCH_FAILED
     assert time.monotonic() - started < 3.0
     [line] = capsys.readouterr().err.strip().splitlines()
@@ -514,7 +515,7 @@ def test_a_not_before_is_honoured_whatever_the_count_says(
 def test_the_not_before_instant_is_rounded_up_never_down() -> None:
     assert retry._format_instant(1_800_000_000.0004) == "2027-01-15T08:00:00.001Z"
     assert retry._format_instant(1_800_000_000.0) == "2027-01-15T08:00:00.000Z"
-    assert retry._parse_instant(retry._format_instant(1_800_000_000.9991)) >= 1_800_000_000.9991
+    assert retry.parse_instant(retry._format_instant(1_800_000_000.9991)) >= 1_800_000_000.9991
 
 
 # --- odd errors and inputs -----------------------------------------------------------------
@@ -817,7 +818,7 @@ def test_the_chain_query_walks_at_most_the_retry_ceiling(
     api.get(f"{HOST}/api/v0/executions/{PROJECT_ID}:0/", json=steps[0])
     api.get(CREATE_URL, json={"count": 150, "next": None, "results": steps[::-1]})
 
-    assert retry.main(["chain", "0", "--project", PROJECT_ID]) == 0
+    assert chains.main(["chain", "0", "--project", PROJECT_ID]) == 0
     assert len(capsys.readouterr().out.splitlines()) == retry.MAX_RETRIES + 1
 
 
@@ -832,7 +833,7 @@ def test_the_chain_query_ends_odd_answers_in_one_line(
         api.get(CREATE_URL, json={"count": 0, "next": None, "results": []})
 
     try:
-        code = retry.main(["chain", "42", "--project", PROJECT_ID])
+        code = chains.main(["chain", "42", "--project", PROJECT_ID])
     except SystemExit as exit_info:
         code = int(exit_info.code or 0)
     err = capsys.readouterr().err

@@ -50,7 +50,7 @@ def test_local_failure_relaunches_the_same_command_as_a_new_process(
     assert argv == ["python", "train.py", "--delay=5"]
     assert env["RETRY_LOCAL_NUMBER"] == "1"
     assert env["SOME_SETTING"] == "kept"
-    assert retry._parse_instant(env["RETRY_NOT_BEFORE"]) == pytest.approx(clock.now_value + 5)
+    assert retry.parse_instant(env["RETRY_NOT_BEFORE"]) == pytest.approx(clock.now_value + 5)
     assert clock.sleeps == []
     err = capsys.readouterr().err
     assert "attempt 1 of up to 3 locally" in err
