@@ -11,7 +11,7 @@ newest first and page by page, with the token and host rules of ``retry.py``
 (``VH_API_TOKEN``, ``VALOHAI_HOST``, ``RETRY_API_TIMEOUT``).  It groups them into chains by
 their ``RETRY_PARENT`` and ``retry: N`` tags and prints how the chains ended, the machine
 time of the failed attempts and the top causes of failure; ``--json`` prints the same as one
-JSON document.  ``chain`` prints every attempt of one chain, as ``retry.py chain`` does.
+JSON document.  ``chain`` prints every attempt of one chain, oldest first.
 
 How executions are counted:
 

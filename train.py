@@ -13,19 +13,38 @@ epochs it has left; later ones succeed, whatever ``failure_rate`` says), and
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import json
 import os
 import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import requests
 import valohai
 
 import retry
 
+#: The step's parameters and their defaults (valohai.yaml declares the same).
+DEFAULT_PARAMETERS: dict[str, int | float | str] = {
+    "retries": 3,
+    "delay": 60,
+    "failure_rate": 0.5,
+    "failure_type": "connection",
+}
+PARAMETER_HELP = {
+    "retries": "retries after the first attempt, 0 to 100",
+    "delay": "seconds between a failure and the start of the retry's work",
+    "failure_rate": "probability that an attempt fails, 0 to 1",
+    "failure_type": "connection, timeout or rate-limit (retried), or bug (not retried)",
+}
+DEMO_VARIABLES = """environment variables for demos and tests:
+  TRAIN_OUTAGE_ATTEMPTS=N  the first N attempts fail (halfway through the epochs they have
+                           left), later ones succeed, whatever --failure_rate says
+  TRAIN_EPOCH_SECONDS=S    how long an epoch takes (default 0.3)"""
 EPOCHS = 5
 EPOCH_SECONDS = float(os.environ.get("TRAIN_EPOCH_SECONDS", "0.3"))
 #: The step's input through which a retry gets the checkpoint to resume from.
@@ -34,15 +53,47 @@ FAILURE_TYPES = ("connection", "timeout", "rate-limit", "bug")
 OUTAGE_VARIABLE = "TRAIN_OUTAGE_ATTEMPTS"
 T = TypeVar("T")
 
-valohai.prepare(
-    step="train",
-    default_parameters={
-        "retries": 3,
-        "delay": 60,
-        "failure_rate": 0.5,
-        "failure_type": "connection",
-    },
-)
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line and exit code 2 (retry.EXIT_BAD_CONFIG)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"train.py: invalid parameter: {message} (python train.py --help lists them)\n")
+        sys.exit(retry.EXIT_BAD_CONFIG)
+
+
+def check_command_line(arguments: list[str]) -> None:
+    """Refuse unknown parameters and values of the wrong type; answer ``--help``.
+
+    valohai-utils only warns about an argument it does not know, so a misspelled
+    ``--failure-rate=1`` would otherwise run with the default and say nothing.
+    """
+    parser = _OneLineParser(
+        prog="train.py",
+        description="The sample step 'train': a short training run that sometimes fails, retried by retry.py.",
+        epilog=DEMO_VARIABLES,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for name, default in DEFAULT_PARAMETERS.items():
+        parser.add_argument(f"--{name}", type=type(default), help=f"{PARAMETER_HELP[name]} (default: {default})")
+    _, unknown = parser.parse_known_args(arguments)
+    if unknown:
+        flag = unknown[0].split("=")[0]
+        close = difflib.get_close_matches(flag.replace("-", "_"), [f"__{name}" for name in DEFAULT_PARAMETERS], n=1)
+        hint = f" (did you mean --{close[0][2:]}?)" if close else ""
+        known = ", ".join(f"--{name}" for name in DEFAULT_PARAMETERS)
+        parser.error(f"unknown parameter {quote(flag)}{hint}; the parameters are {known}")
+
+
+def quote(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
+if __name__ == "__main__":  # before valohai-utils reads the command line
+    check_command_line(sys.argv[1:])
+
+valohai.prepare(step="train", default_parameters=DEFAULT_PARAMETERS)
 
 
 @dataclass(frozen=True)

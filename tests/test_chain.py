@@ -1,4 +1,4 @@
-"""`python retry.py chain <counter>` walks a chain of attempts through the API."""
+"""`python chains.py chain <counter>` walks a chain of attempts through the API."""
 
 from __future__ import annotations
 

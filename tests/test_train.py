@@ -119,3 +119,31 @@ def test_local_bug_is_not_retried() -> None:
     assert result.returncode == retry.EXIT_GAVE_UP
     assert "Not retried (not a transient error): ValueError" in result.stderr
     assert "new process" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("--failure-rate=1", "unknown parameter '--failure-rate' (did you mean --failure_rate?)"),
+        (
+            "--bogus=1",
+            "unknown parameter '--bogus'; the parameters are --retries, --delay, --failure_rate, --failure_type",
+        ),
+        ("--fail=1", "unknown parameter '--fail'"),  # no abbreviations: a prefix is not a parameter
+        ("--retries=three", "argument --retries: invalid int value: 'three'"),
+    ],
+)
+def test_a_misspelled_or_unknown_flag_is_refused_in_one_line(argument: str, message: str) -> None:
+    result = run_train(argument)
+    assert result.returncode == retry.EXIT_BAD_CONFIG
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"train.py: invalid parameter: {message}")
+
+
+def test_help_describes_each_parameter_with_its_default_and_the_demo_variables() -> None:
+    result = run_train("--help")
+    assert result.returncode == 0
+    for name, default in (("retries", 3), ("delay", 60), ("failure_rate", 0.5), ("failure_type", "connection")):
+        assert f"--{name}" in result.stdout
+        assert f"(default: {default})" in result.stdout
+    assert "TRAIN_OUTAGE_ATTEMPTS=N" in result.stdout and "TRAIN_EPOCH_SECONDS=S" in result.stdout
