@@ -21,7 +21,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import requests
 import valohai
@@ -29,7 +29,7 @@ import valohai
 import retry
 
 #: The step's parameters and their defaults (valohai.yaml declares the same).
-DEFAULT_PARAMETERS: dict[str, int | float | str] = {
+DEFAULT_PARAMETERS: dict[str, Any] = {
     "retries": 3,
     "delay": 60,
     "failure_rate": 0.5,
