@@ -149,7 +149,7 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
         code = handle_failure(error, policy, runtime=runtime)
         del error  # drop the traceback's frames (and what they hold) before exiting
         _end_process(code)
-    _say(f"attempt {attempt.number + 1} succeeded")
+    _say(f"the job succeeded on attempt {attempt.number + 1}")
     return result
 
 
@@ -422,7 +422,10 @@ def _retry_locally(error: BaseException, summary: str, policy: Policy, progress:
         environ["RETRY_NOT_BEFORE"] = not_before
     if policy.checkpoint:
         checkpoint = _newest_local_checkpoint(policy.checkpoint_pattern) or _handed_checkpoint()
-        _say(f"retry {number}/{policy.retries} resumes from {checkpoint}" if checkpoint else _NO_CHECKPOINT_YET)
+        if checkpoint:
+            _say(f"the next process resumes from the checkpoint {checkpoint}")
+        else:
+            _say("no checkpoint yet: the retry starts from the beginning")
         if checkpoint:
             environ["RETRY_CHECKPOINT"] = checkpoint
     _finish(f"{summary} - starting retry {number}/{policy.retries} as a new process", EXIT_RETRY_STARTED)
@@ -593,10 +596,13 @@ def _read_retry_number(runtime: Runtime) -> int:
 
 
 def _announce(policy: Policy, number: int, runtime: Runtime) -> None:
-    nested = bool(runtime.environ.get("VH_JOB_ID")) and not runtime.on_valohai
-    where = "on Valohai" if runtime.on_valohai else "in a program the job started" if nested else "locally"
-    tag = f", tag '{format_retry_tag(number)}'" if number else ""
-    _say(f"attempt {number + 1} of up to {policy.retries + 1} {where}{tag}")
+    attempt, tag = f"attempt {number + 1} of up to {policy.retries + 1}", format_retry_tag(number)
+    if runtime.on_valohai:
+        _say(f"{attempt}, running on Valohai as '{tag}'" if number else f"{attempt}, running on Valohai")
+    elif runtime.environ.get("VH_JOB_ID"):
+        _say(f"{attempt}, running in a program the job started: its retries run as local processes")
+    else:
+        _say(f"{attempt}, running locally as '{tag}'" if number else f"{attempt}, running locally")
     if runtime.on_valohai and policy.retries and not runtime.environ.get("VH_API_TOKEN", "").strip():
         _say("warning: VH_API_TOKEN is not set, so a failure here cannot start a retry")
 
@@ -622,38 +628,39 @@ def wait_for_turn(not_before: str | None, policy: Policy, number: int, runtime: 
     if remaining <= 0:
         return 0.0
     set_status_detail(f"Waiting {remaining:.0f} s before retry {number}/{policy.retries} starts work")
-    countdown(remaining, f"retry {number}/{policy.retries} starts work", runtime.sleep, runtime.now)
+    countdown(remaining, f"retry {number}/{policy.retries} waits {remaining:.0f} s before it starts work", runtime)
     return remaining
 
 
-def countdown(
-    seconds: float, what: str, sleep: Callable[[float], None] = time.sleep, now: Callable[[], float] = time.time
-) -> None:
-    """Sleep ``seconds``, logging what remains so a long wait is visibly alive.
+def countdown(seconds: float, message: str, runtime: Runtime | None = None) -> None:
+    """Say ``message``, then sleep ``seconds``, logging what remains so a long wait is visibly alive.
 
-    It ends no sooner than ``seconds`` after it began by the clock ``now`` too: a wall
-    clock and the clock ``sleep`` uses can drift apart slightly.
+    It ends no sooner than ``seconds`` after it began by the runtime's wall clock too: a
+    wall clock and the clock ``sleep`` uses can drift apart slightly.
     """
-    _say(f"waiting {seconds:.0f} s before {what}")
-    end = now() + seconds
+    runtime = runtime or Runtime()
+    _say(message)
+    end = runtime.now() + seconds
     tick = seconds if seconds <= 5 else 1.0 if seconds <= 10 else 10.0 if seconds <= 300 else 60.0
     remaining = seconds
     while remaining > 0:
         step = min(tick, remaining)
-        sleep(step)
+        runtime.sleep(step)
         remaining -= step
         if remaining >= 1:
-            _say(f"  {remaining:.0f} s left")
-    late = end - now()
+            _say(f"  {remaining:.0f} s left of the wait")
+    late = end - runtime.now()
     if 0 < late <= 1:  # only drift is made up for: a clock that does not move is not waited on
-        sleep(late)
+        runtime.sleep(late)
 
 
 def _plan_wait(error: BaseException, policy: Policy, number: int, runtime: Runtime) -> str | None:
     """Wait here (``wait_in="failed"``) or return the retry's not-before instant."""
     wait = policy.wait_before(number, error, uniform=runtime.uniform, now=runtime.now())
     if policy.wait_in == "failed":
-        countdown(wait, f"starting retry {number}/{policy.retries}", runtime.sleep, runtime.now)
+        countdown(
+            wait, f"waiting {wait:.0f} s in this execution before starting retry {number}/{policy.retries}", runtime
+        )
         return None
     _say(f"retry {number}/{policy.retries} will wait {wait:.0f} s before it starts work")
     return _format_instant(runtime.now() + wait)
@@ -679,7 +686,7 @@ def _call(fn: Callable[[], T]) -> T:
 def _job_exit(stop: SystemExit, number: int) -> int:
     """The exit code for a job that called ``sys.exit``: its own success, or a failure for good."""
     if stop.code is None or stop.code == 0:
-        _say(f"attempt {number + 1} succeeded (the job called sys.exit({stop.code!r}))")
+        _say(f"the job succeeded on attempt {number + 1} (it called sys.exit({stop.code!r}))")
         return 0
     return _finish(f"Not retried: the job called sys.exit({_one_line(repr(stop.code), 80)})", EXIT_GAVE_UP)
 
@@ -1065,7 +1072,6 @@ def _is_text(value: Any) -> bool:
 
 #: The longest a relaunch waits for checkpoints still being live-uploaded, in seconds.
 CHECKPOINT_UPLOAD_WAIT = 10.0
-_NO_CHECKPOINT_YET = "no checkpoint yet: the retry starts from the beginning"
 
 
 def checkpoint_path(input_name: str = "checkpoint", pattern: str = DEFAULT_CHECKPOINT_PATTERN) -> Path | None:
@@ -1147,9 +1153,10 @@ def _checkpoint_on_valohai(
         return [f"datum://{newest['id']}"]
     found = _started_from_on_valohai(str(policy.checkpoint), policy.checkpoint_pattern)
     started_from = [found] if found else list(current)
-    _say(
-        f"no newer checkpoint: the retry resumes from {', '.join(started_from)}" if started_from else _NO_CHECKPOINT_YET
-    )
+    if started_from:
+        _say(f"no newer checkpoint: the retry resumes from {', '.join(started_from)}")
+    else:
+        _say("no checkpoint yet: the retry starts from the beginning")
     return started_from
 
 

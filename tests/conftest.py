@@ -79,6 +79,35 @@ def fresh_process_state() -> Iterator[None]:
     retry._secrets.clear()
 
 
+@pytest.fixture(autouse=True)
+def messages_are_greppable(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every message this test makes retry.py print or send must be found in the source."""
+    from greppable import not_greppable
+
+    import chains
+
+    said: list[str] = []
+    say, status, fail = retry._say, retry.set_status_detail, chains._fail
+
+    def saying(message: str) -> None:
+        said.append(message)
+        say(message)
+
+    def setting(text: str) -> bool:
+        said.append(text)
+        return status(text)
+
+    def failing(message: str, code: int) -> Any:
+        said.append(message)
+        return fail(message, code)
+
+    monkeypatch.setattr(retry, "_say", saying)
+    monkeypatch.setattr(retry, "set_status_detail", setting)
+    monkeypatch.setattr(chains, "_fail", failing)
+    yield said
+    assert not_greppable(said) == [], "messages that grep -F cannot find in the source"
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import valohai_yaml
+from greppable import not_greppable, retry_lines
 
 import retry
 
@@ -223,6 +224,10 @@ class Platform:
         self._server.shutdown()
         self._server.server_close()
         self._launcher.close()
+        if exc[0] is None:  # what the executions printed and set can be found in the source
+            said = [line for e in self.executions.values() for line in retry_lines(e.log_text())]
+            said += [detail for e in self.executions.values() for detail in e.status_details]
+            assert not_greppable(said) == [], "messages that grep -F cannot find in the source"
 
     # --- what tests use --------------------------------------------------------------
 

@@ -246,7 +246,7 @@ def test_locally_the_next_process_is_handed_the_newest_checkpoint_file(
 
     [(_, environ)] = spawned.calls
     assert environ["RETRY_CHECKPOINT"] == str(newest.resolve())
-    assert f"retry 1/3 resumes from {newest.resolve()}" in capsys.readouterr().err
+    assert f"the next process resumes from the checkpoint {newest.resolve()}" in capsys.readouterr().err
 
 
 def test_locally_without_the_setting_nothing_is_handed_on(

@@ -601,7 +601,7 @@ def test_a_job_that_calls_sys_exit_is_announced_and_never_looks_like_a_retry(
     if expected:
         assert last == f"[retry] Not retried: the job called sys.exit({code!r})"
     else:
-        assert last == f"[retry] attempt 1 succeeded (the job called sys.exit({code!r}))"
+        assert last == f"[retry] the job succeeded on attempt 1 (it called sys.exit({code!r}))"
 
 
 def test_the_chain_variables_are_taken_out_of_the_environment(
@@ -742,7 +742,7 @@ def test_a_program_the_job_starts_retries_itself_locally_never_the_execution(
     assert [call.request.url for call in api.calls] == [STATUS_URL]  # no create, no detail
     assert len(spawned.calls) == 1
     err = capsys.readouterr().err
-    assert "attempt 1 of up to 4 in a program the job started" in err
+    assert "attempt 1 of up to 4, running in a program the job started: its retries run as local processes" in err
     assert "starting retry 1/3 as a new process" in err
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
+from greppable import not_greppable, retry_lines
 
 import retry
 
@@ -40,9 +41,11 @@ def events_of(path: Path) -> list[dict[str, Any]]:
 
 
 def run_job(command: list[str], cwd: Path, environ: dict[str, str], **options: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    result = subprocess.run(
         command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=20, check=False, **options
     )
+    assert not_greppable(retry_lines(result.stderr)) == [], "messages that grep -F cannot find in the source"
+    return result
 
 
 def test_each_retry_replaces_the_failed_process(tmp_path: Path) -> None:
@@ -59,7 +62,7 @@ def test_each_retry_replaces_the_failed_process(tmp_path: Path) -> None:
     # failed attempt (and its memory or GPU context) stays alive beside its retry.
     assert len({event["pid"] for event in attempts}) == 1
     assert result.stderr.count("as a new process") == 2
-    assert result.stderr.rstrip().endswith("[retry] attempt 3 succeeded")
+    assert result.stderr.rstrip().endswith("[retry] the job succeeded on attempt 3")
 
 
 def test_a_job_that_changes_folder_is_still_run_again(tmp_path: Path) -> None:
@@ -109,7 +112,7 @@ def test_the_chain_variables_do_not_leak_into_programs_the_job_starts(tmp_path: 
     assert result.returncode == 0, result.stderr
     helpers = [event["output"] for event in events_of(events) if event["event"] == "helper"]
     assert len(helpers) == 2  # one per attempt; the second attempt's helper is a first attempt of its own
-    assert all("[retry] attempt 1 of up to 3 locally" in output for output in helpers)
+    assert all("[retry] attempt 1 of up to 3, running locally\n" in output for output in helpers)
 
 
 @pytest.mark.parametrize("value", ["²", "7" * 5000])
@@ -140,7 +143,7 @@ def test_sigterm_reaches_the_running_retry_and_leaves_no_process_behind(tmp_path
     try:
         assert process.stderr is not None
         for line in process.stderr:  # the retry has started and waits out its delay
-            if re.search(r"waiting [0-9]+ s before retry 1/1 starts work", line):
+            if re.search(r"retry 1/1 waits [0-9]+ s before it starts work", line):
                 break
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == -signal.SIGTERM
@@ -192,7 +195,7 @@ def test_the_retry_can_be_stopped_even_if_the_failed_job_ignored_sigterm(tmp_pat
     try:
         assert process.stderr is not None
         for line in process.stderr:
-            if re.search(r"waiting [0-9]+ s before retry 1/1 starts work", line):
+            if re.search(r"retry 1/1 waits [0-9]+ s before it starts work", line):
                 break
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == -signal.SIGTERM

@@ -439,7 +439,7 @@ def test_status_detail_errors_are_swallowed_and_reported(
     config_dir: Path, api: responses.RequestsMock, capsys: Any
 ) -> None:
     api.post(STATUS_URL, body=requests.ReadTimeout("read timed out"))
-    assert retry.set_status_detail("hello") is False
+    assert retry.set_status_detail("Waiting 5 s before retry 1/3 starts work") is False
     assert "could not set the status detail: read timed out" in capsys.readouterr().err
 
 

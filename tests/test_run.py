@@ -53,7 +53,7 @@ def test_local_failure_relaunches_the_same_command_as_a_new_process(
     assert retry.parse_instant(env["RETRY_NOT_BEFORE"]) == pytest.approx(clock.now_value + 5)
     assert clock.sleeps == []
     err = capsys.readouterr().err
-    assert "attempt 1 of up to 3 locally" in err
+    assert "attempt 1 of up to 3, running locally" in err
     assert "starting retry 1/2 as a new process" in err
 
 
@@ -69,9 +69,9 @@ def test_local_retry_waits_for_its_turn_then_works(
     assert started_at == [clock.now_value] and clock.slept == pytest.approx(23)
     assert clock.sleeps == [10, 10, pytest.approx(3)]
     err = capsys.readouterr().err
-    assert "attempt 2 of up to 4 locally, tag 'retry: 1'" in err
-    assert "waiting 23 s before retry 1/3 starts work" in err
-    assert "13 s left" in err and "3 s left" in err
+    assert "attempt 2 of up to 4, running locally as 'retry: 1'" in err
+    assert "retry 1/3 waits 23 s before it starts work" in err
+    assert "  13 s left of the wait" in err and "  3 s left of the wait" in err
 
 
 def test_a_passed_not_before_costs_no_wait(
@@ -151,11 +151,13 @@ def test_missing_token_on_valohai_is_warned_about_at_start(
     ("seconds", "sleeps"),
     [(3, [3]), (8, [1] * 8), (25, [10, 10, 5]), (600, [60] * 10)],
 )
-def test_countdown_ticks_grow_with_the_wait(clock: FakeClock, capsys: Any, seconds: float, sleeps: list[float]) -> None:
-    retry.countdown(seconds, "the retry", clock.sleep)
+def test_countdown_ticks_grow_with_the_wait(
+    runtime: retry.Runtime, clock: FakeClock, capsys: Any, seconds: float, sleeps: list[float]
+) -> None:
+    retry.countdown(seconds, f"retry 1/3 waits {seconds} s before it starts work", runtime)
     assert clock.sleeps == sleeps
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == f"[retry] waiting {seconds} s before the retry"
+    assert lines[0] == f"[retry] retry 1/3 waits {seconds} s before it starts work"
     assert len(lines) == 1 + (len(sleeps) - 1 if len(sleeps) > 1 else 0)
 
 

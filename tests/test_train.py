@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
+from greppable import not_greppable, retry_lines
 
 import retry
 
@@ -58,7 +59,7 @@ def test_outage_variable_fails_only_the_first_attempts(train: ModuleType, monkey
 
 def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     with tempfile.TemporaryDirectory(prefix="train-outputs-") as outputs:
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, "train.py", *args],
             cwd=ROOT,
             capture_output=True,
@@ -67,6 +68,9 @@ def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
             check=False,
             env={"PATH": "/usr/bin:/bin", "VH_OUTPUTS_DIR": outputs, "TRAIN_EPOCH_SECONDS": "0.02", **(env or {})},
         )
+    printed = retry_lines(result.stderr) + [line for line in result.stderr.splitlines() if line.startswith("train.py:")]
+    assert not_greppable(printed) == [], "messages that grep -F cannot find in the source"
+    return result
 
 
 @pytest.mark.parametrize(
@@ -100,9 +104,9 @@ def test_local_chain_fails_once_then_recovers_in_a_fresh_process() -> None:
     assert result.returncode == 0, result.stderr
     assert "requests.exceptions.ConnectionError" in result.stderr
     assert "starting retry 1/2 as a new process" in result.stderr
-    assert "attempt 2 of up to 3 locally, tag 'retry: 1'" in result.stderr
+    assert "attempt 2 of up to 3, running locally as 'retry: 1'" in result.stderr
     assert result.stdout.count("Training complete") == 1
-    assert result.stderr.rstrip().endswith("[retry] attempt 2 succeeded")
+    assert result.stderr.rstrip().endswith("[retry] the job succeeded on attempt 2")
 
 
 @pytest.mark.e2e
