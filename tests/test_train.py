@@ -9,7 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 from conftest import ROOT
@@ -96,33 +95,6 @@ def test_a_parameter_of_the_wrong_type_in_parameters_json_is_refused(tmp_path: P
     result = run_train(env={"VH_CONFIG_DIR": str(tmp_path)})
     assert result.returncode == retry.EXIT_BAD_CONFIG
     assert "train.py: invalid parameter: retries must be of type int, got 'three'" in result.stderr
-
-
-@pytest.mark.e2e
-def test_local_chain_fails_once_then_recovers_in_a_fresh_process() -> None:
-    result = run_train("--delay=0", "--retries=2", env={"TRAIN_OUTAGE_ATTEMPTS": "1"})
-    assert result.returncode == 0, result.stderr
-    assert "requests.exceptions.ConnectionError" in result.stderr
-    assert "starting retry 1/2 as a new process" in result.stderr
-    assert "attempt 2 of up to 3, running locally as 'retry: 1'" in result.stderr
-    assert result.stdout.count("Training complete") == 1
-    assert result.stderr.rstrip().endswith("[retry] the job succeeded on attempt 2")
-
-
-@pytest.mark.e2e
-def test_local_chain_gives_up_after_its_retries() -> None:
-    result: Any = run_train("--delay=0", "--retries=1", "--failure_rate=1", "--failure_type=timeout")
-    assert result.returncode == retry.EXIT_GAVE_UP
-    assert result.stderr.count("Traceback") == 2
-    assert "Gave up after 1 retry: Timeout" in result.stderr
-
-
-@pytest.mark.e2e
-def test_local_bug_is_not_retried() -> None:
-    result = run_train("--delay=0", "--failure_rate=1", "--failure_type=bug")
-    assert result.returncode == retry.EXIT_GAVE_UP
-    assert "Not retried (not a transient error): ValueError" in result.stderr
-    assert "new process" not in result.stderr
 
 
 @pytest.mark.parametrize(
