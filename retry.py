@@ -163,6 +163,9 @@ def _policy_from(policy: object, settings: Mapping[str, Any]) -> Policy:
     return policy
 
 
+# --- the decision on a failure ---------------------------------------------------------
+
+
 def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | None = None) -> int:
     """Deal with ``error`` from an attempt: retry it or give up; return the exit code.
 

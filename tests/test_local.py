@@ -129,16 +129,10 @@ def test_a_garbled_local_retry_number_is_refused_in_one_line(tmp_path: Path, val
     assert events_of(events) == []  # no work started on an unknown count
 
 
-def test_sigterm_reaches_the_running_retry_and_leaves_no_process_behind(tmp_path: Path) -> None:
-    events = tmp_path / "events.jsonl"
-    marker = f"--marker={uuid.uuid4()}"  # finds every process of this chain in /proc
+def sigterm_during_the_retrys_wait(command: list[str], cwd: Path, environ: dict[str, str]) -> int:
+    """Start a local chain, send SIGTERM once its retry waits out its delay; its exit code."""
     process = subprocess.Popen(
-        [sys.executable, str(JOB), "--retries=1", "--delay=30", marker],
-        cwd=tmp_path,
-        env=job_environ(events),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        command, cwd=cwd, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
         assert process.stderr is not None
@@ -146,10 +140,17 @@ def test_sigterm_reaches_the_running_retry_and_leaves_no_process_behind(tmp_path
             if re.search(r"retry 1/1 waits [0-9]+ s before it starts work", line):
                 break
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == -signal.SIGTERM
+        return process.wait(timeout=10)
     finally:
         process.kill()
         process.wait()
+
+
+def test_sigterm_reaches_the_running_retry_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    marker = f"--marker={uuid.uuid4()}"  # finds every process of this chain in /proc
+    command = [sys.executable, str(JOB), "--retries=1", "--delay=30", marker]
+    assert sigterm_during_the_retrys_wait(command, tmp_path, job_environ(events)) == -signal.SIGTERM
     deadline = time.monotonic() + 5
     while processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -183,25 +184,9 @@ def test_a_script_piped_through_dev_stdin_is_refused_instead_of_run_empty(tmp_pa
 
 
 def test_the_retry_can_be_stopped_even_if_the_failed_job_ignored_sigterm(tmp_path: Path) -> None:
-    events = tmp_path / "events.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, str(JOB), "--retries=1", "--delay=30"],
-        cwd=tmp_path,
-        env=job_environ(events, JOB_IGNORE_SIGTERM="1"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if re.search(r"retry 1/1 waits [0-9]+ s before it starts work", line):
-                break
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == -signal.SIGTERM
-    finally:
-        process.kill()
-        process.wait()
+    environ = job_environ(tmp_path / "events.jsonl", JOB_IGNORE_SIGTERM="1")
+    command = [sys.executable, str(JOB), "--retries=1", "--delay=30"]
+    assert sigterm_during_the_retrys_wait(command, tmp_path, environ) == -signal.SIGTERM
 
 
 def test_daemonic_workers_of_a_failed_attempt_do_not_outlive_it(tmp_path: Path) -> None:
