@@ -598,7 +598,7 @@ def read_period(
 ) -> Period:
     """The project's executions created from ``since`` (epoch seconds) on, newest first.
 
-    Pages are read as :func:`retry.executions_newest_first` reads them, until an execution
+    Pages are read as :func:`retry.execution_pages` reads them, until an execution
     older than ``since``.
     A retry whose list entry lacks its variables, or an ended execution whose entry lacks
     its status detail, costs one detail read.  At a bound the reading stops before the

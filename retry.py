@@ -1366,12 +1366,6 @@ def parent_of(item: Mapping[str, Any]) -> str | None:
     return str(value) if isinstance(value, (str, int)) and value else None
 
 
-def executions_newest_first(api: ValohaiAPI, project_id: str) -> Iterator[dict[str, Any]]:
-    """The project's executions that were not deleted, highest counter first (see :func:`execution_pages`)."""
-    for page in execution_pages(api, project_id):
-        yield from page
-
-
 def execution_pages(api: ValohaiAPI, project_id: str, *, max_pages: int = 0) -> Iterator[list[dict[str, Any]]]:
     """The project's executions that were not deleted, highest counter first, a page at a time.
 

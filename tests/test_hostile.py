@@ -339,7 +339,7 @@ def test_a_next_link_is_never_followed_to_another_address(api: responses.Request
         ],
     )
 
-    listed = list(retry.executions_newest_first(client, PROJECT_ID))
+    listed = [item for page in retry.execution_pages(client, PROJECT_ID) for item in page]
     assert [item["id"] for item in listed] == ["a", "b", "c"]
     assert all(call.request.url.startswith("http://127.0.0.1/api/") for call in api.calls)
 
@@ -621,7 +621,7 @@ def test_the_budget_bounds_successful_requests_too(api: responses.RequestsMock) 
     api.get(CREATE_URL, json={"next": "more", "results": [{"id": "x", "counter": 1}]})
 
     with pytest.raises(retry.APIError, match=r"out of time \(the API calls may take 10 s in all\)"):
-        list(retry.executions_newest_first(client, PROJECT_ID))
+        [item for page in retry.execution_pages(client, PROJECT_ID) for item in page]
     assert len(api.calls) == 3  # at 3, 6 and 9 s of 10; the fourth would start past the budget
 
 
