@@ -127,8 +127,15 @@ def main(
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line and exit code 2 (retry.EXIT_BAD_CONFIG)."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"invalid arguments: {message} (python chains.py --help)", retry.EXIT_BAD_CONFIG)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chains.py", description="Report on retry chains of Valohai executions.")
+    parser = _OneLineParser(prog="chains.py", description="Report on retry chains of Valohai executions.")
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser("report", help="how the project's retry chains ended, what failed, and why")
     report.add_argument("--project", help="project id (default: VH_PROJECT_ID, or this execution's project)")
@@ -599,7 +606,7 @@ def read_period(
     """The project's executions created from ``since`` (epoch seconds) on, newest first.
 
     Pages are read as :func:`retry.execution_pages` reads them, until an execution
-    older than ``since``.
+    older than ``since`` (or to the end, if the server does not list newest first).
     A retry whose list entry lacks its variables, or an ended execution whose entry lacks
     its status detail, costs one detail read.  At a bound the reading stops before the
     execution it could not read, so the period read is the newest part, without gaps.
@@ -608,15 +615,21 @@ def read_period(
     period = Period()
     deadline = clock() + bounds.seconds
     pages = retry.execution_pages(api, project_id, max_pages=bounds.pages)
+    last, ordered = None, True
     try:
         while clock() < deadline:  # checked between requests: what a page holds costs nothing more
             page = next(pages, None)
             if page is None:
                 return period
-            for item in filter(_is_execution, page):  # without an id and a counter nothing can be chained
+            executions = list(filter(_is_execution, page))  # without an id and a counter nothing can be chained
+            for item in executions:  # a server that does not keep the order asked is read to the end
+                ordered, last = ordered and (last is None or item["counter"] < last), item["counter"]
+            for item in executions:
                 created = _instant(item.get("ctime"))
                 if created is not None and created < since:
-                    return period
+                    if ordered:
+                        return period  # newest first: all that follows is older still
+                    continue
                 known = item
                 if _needs_detail(item):
                     period.stopped = _detail_bound(period, bounds, late=clock() >= deadline)
@@ -669,6 +682,8 @@ def _attempt(item: Mapping[str, Any], created: float | None) -> Attempt:
     status = item.get("status")
     detail = item.get("status_detail")
     duration = item.get("duration")
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not 0 <= duration < 1e12:
+        duration = None  # missing, or not a length of time (NaN, infinite, negative, absurd)
     return Attempt(
         id=str(item["id"]),
         counter=int(item["counter"]),
@@ -676,7 +691,7 @@ def _attempt(item: Mapping[str, Any], created: float | None) -> Attempt:
         parent=str(parent) if parent else None,
         status=status if isinstance(status, str) else "unknown",
         status_detail=detail if isinstance(detail, str) else "",
-        duration=float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None,
+        duration=float(duration) if duration is not None else None,
         url=retry.display_url(item),
         created=created,
     )

@@ -53,6 +53,7 @@ import fnmatch
 import inspect
 import ipaddress
 import json
+import math
 import os
 import random
 import re
@@ -64,12 +65,14 @@ import sys
 import threading
 import time
 import traceback
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import requests.auth
 import valohai
 import valohai.paths
 from urllib3.exceptions import LocationParseError
@@ -128,7 +131,7 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
     runtime = runtime or Runtime()
     _remember_token(runtime.environ)
     try:
-        policy = _policy_from(policy, settings)
+        policy = _process.policy = _policy_from(policy, settings)
         attempt = _begin_attempt(runtime)
     except (ConfigError, TypeError) as exc:
         _end_process(_finish(f"invalid retry settings: {_one_line(exc)}", EXIT_BAD_CONFIG))
@@ -274,8 +277,10 @@ def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, progre
     payload = build_retry_payload(detail, progress.number, parent_id=execution.id, not_before=not_before)
     if policy.checkpoint:
         current = payload["inputs"].get(policy.checkpoint, [])
-        checkpoint = _checkpoint_on_valohai(api, execution, policy, runtime, current)
+        outputs_api = _api_for(runtime, token, budget=CHECK_BUDGET)  # a slow list must not cost the retry
+        checkpoint = _checkpoint_on_valohai(outputs_api, execution, policy, runtime, current)
         payload["inputs"] = _inputs_with_checkpoint(payload["inputs"], checkpoint, policy)
+        api.reset_budget()  # the time spent on checkpoints was not the create call's
     created = relaunch(api, execution, progress.number, payload, progress=progress)
     return _announce_retry(api, execution, created, summary=summary, policy=policy, number=progress.number)
 
@@ -539,6 +544,7 @@ class _ProcessState:
     """What one process remembers: its attempt, and the one failure it acted on."""
 
     attempt: _Attempt | None = None
+    policy: Policy | None = None  # the running retry.run's: checkpoint_path() reads its settings
     outcome: int | None = None
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -1077,29 +1083,51 @@ def _is_text(value: Any) -> bool:
 CHECKPOINT_UPLOAD_WAIT = 10.0
 
 
-def checkpoint_path(input_name: str = "checkpoint", pattern: str = DEFAULT_CHECKPOINT_PATTERN) -> Path | None:
+def checkpoint_path(input_name: str | None = None, pattern: str | None = None) -> Path | None:
     """The checkpoint file to resume from, or ``None`` to start from the beginning.
 
     One resume path serves retries and Valohai's own restarts.  Looked for in order:
 
     1. the file a local retry was handed (the failed process's newest checkpoint);
-    2. the step's input ``input_name``: how a retry on Valohai gets its checkpoint;
-    3. Valohai's ``_restart`` input, which holds every output of a run interrupted on a
-       spot instance: of its files matching ``pattern``, the last by name (give
-       checkpoints names that sort by age, e.g. ``checkpoint-epoch-0007.pt``).
+    2. Valohai's ``_restart`` input, which holds every output of a run interrupted on a
+       spot instance (newer than any checkpoint that run started from): of its files
+       matching ``pattern``, the last by name (give checkpoints names that sort by age,
+       e.g. ``checkpoint-epoch-0007.pt``);
+    3. the step's input ``input_name``: how a retry on Valohai gets its checkpoint (of its
+       files matching ``pattern``, the last by name; a lone file whatever its name).
+
+    ``input_name`` and ``pattern`` default to what the running ``retry.run`` was given
+    (``checkpoint`` and ``*checkpoint*`` without it).
     """
+    policy = _process.policy
+    input_name = input_name or (policy.checkpoint if policy is not None and policy.checkpoint else "checkpoint")
+    pattern = pattern or (policy.checkpoint_pattern if policy is not None else DEFAULT_CHECKPOINT_PATTERN)
     handed = _handed_checkpoint()
     if handed:
         return Path(handed)
-    for name, wanted in ((input_name, "*"), ("_restart", pattern)):
-        folder = Path(valohai.paths.get_inputs_path(name))
-        files = {
-            _name_within(Path(path), folder): Path(path) for path in valohai.inputs(name).paths(process_archives=False)
-        }
-        chosen = _last_by_name(list(files), wanted)
-        if chosen:
-            return files[chosen]
-    return None
+    found = {name: _input_files(name) for name in ("_restart", input_name)}
+    chosen = _resume_choice(list(found["_restart"]), list(found[input_name]), pattern)
+    return found[chosen[0] if chosen[0] == "_restart" else input_name][chosen[1]] if chosen else None
+
+
+def _input_files(name: str) -> dict[str, Path]:
+    """The files of one of this execution's inputs, by their names within the input."""
+    folder = Path(valohai.paths.get_inputs_path(name))
+    return {_name_within(Path(path), folder): Path(path) for path in valohai.inputs(name).paths(process_archives=False)}
+
+
+def _resume_choice(restart: Sequence[str], given: Sequence[str], pattern: str) -> tuple[str, str] | None:
+    """Which file to resume from: ``("_restart", name)``, ``("given", name)``, or None.
+
+    ``_restart``'s newest checkpoint wins over the given input's: the interrupted run
+    that left it had started from that input.  The given input's lone file counts even
+    when its name does not fit the pattern (a checkpoint someone passed by hand).
+    """
+    from_restart = _last_by_name(restart, pattern)
+    if from_restart:
+        return "_restart", from_restart
+    from_given = _last_by_name(given, pattern) or (given[0] if len(given) == 1 else None)
+    return ("given", from_given) if from_given else None
 
 
 def _name_within(path: Path, folder: Path) -> str:
@@ -1169,7 +1197,8 @@ def _newest_uploaded_checkpoint(
     """The newest uploaded output of ``execution`` whose name matches ``pattern``.
 
     Checkpoints still being live-uploaded (read-only files not yet taken from the
-    outputs folder) are waited for, at most :data:`CHECKPOINT_UPLOAD_WAIT` seconds.
+    outputs folder) are waited for, at most :data:`CHECKPOINT_UPLOAD_WAIT` seconds, and
+    looked for once more if the list does not show them yet.
     """
     deadline = runtime.monotonic() + CHECKPOINT_UPLOAD_WAIT
     pending = _pending_uploads(pattern)
@@ -1177,15 +1206,45 @@ def _newest_uploaded_checkpoint(
         _say(f"waiting for {len(pending)} checkpoint(s) still uploading: {', '.join(sorted(pending))[:200]}")
     while _pending_uploads(pattern) and runtime.monotonic() < deadline:
         runtime.sleep(0.2)
-    while True:
-        # Every output is read, not only a first page: a job may save many files.
-        outputs = list(api.items("/api/v0/data/", {"output_execution": execution.id}, page_size=1000))
-        matching = [datum for datum in outputs if _is_checkpoint_datum(datum, pattern)]
-        listed = {datum.get("name") for datum in matching}
-        if pending <= listed or runtime.monotonic() >= deadline:  # an upload may take a moment to be listed
-            break
-        runtime.sleep(1.0)
-    return max(matching, key=_datum_age, default=None)
+    newest, listed = _newest_listed_checkpoint(api, execution, pattern)
+    if pending - listed and runtime.monotonic() < deadline:  # an upload may take a moment to be listed
+        runtime.sleep(min(1.0, deadline - runtime.monotonic()))
+        newest, listed = _newest_listed_checkpoint(api, execution, pattern)
+    unlisted = ", ".join(sorted(pending - listed))[:200]
+    if unlisted:
+        _say(f"checkpoint(s) still not listed after the wait, so the retry gets the newest listed one: {unlisted}")
+    return newest
+
+
+def _newest_listed_checkpoint(
+    api: ValohaiAPI, execution: Execution, pattern: str
+) -> tuple[dict[str, Any] | None, set[str]]:
+    """The newest checkpoint the outputs list shows, and the names of all it showed.
+
+    Asked newest first (``ordering=-ctime``, as ``vh data list`` asks): then the first page
+    holding a checkpoint is the last one read.  A server that does not keep that order is
+    read on, as far as the list's bound; at the bound, the newest read so far is taken.
+    """
+    newest: dict[str, Any] | None = None
+    names: set[str] = set()
+    last, ordered = None, True
+    params = {"output_execution": execution.id, "ordering": "-ctime"}
+    try:
+        for page in api.pages("/api/v0/data/", params, page_size=1000):
+            for datum in page:
+                owner = datum.get("output_execution")
+                if isinstance(owner, dict) and owner.get("id") not in (None, execution.id):
+                    continue  # another execution's output: a server that ignored the filter
+                age = _datum_age(datum)
+                ordered, last = ordered and (last is None or age <= last), age
+                if _is_checkpoint_datum(datum, pattern):
+                    names.add(str(datum["name"]))
+                    newest = datum if newest is None or age > _datum_age(newest) else newest
+            if ordered and newest is not None:
+                break  # newest first: what follows is older
+    except ListTooLongError as exc:
+        _say(f"{exc}; the retry gets the newest checkpoint read so far")
+    return newest, names
 
 
 def _is_checkpoint_datum(datum: Mapping[str, Any], pattern: str) -> bool:
@@ -1195,10 +1254,16 @@ def _is_checkpoint_datum(datum: Mapping[str, Any], pattern: str) -> bool:
 
 def _datum_age(datum: Mapping[str, Any]) -> tuple[float, str]:
     """Sort key of a datum: its creation time, then its name."""
+    ctime = datum.get("ctime")
     try:
-        created = parse_instant(str(datum.get("ctime")))
+        created = (
+            float(ctime)
+            if isinstance(ctime, (int, float)) and not isinstance(ctime, bool)
+            else parse_instant(str(ctime))
+        )
     except (ValueError, OverflowError):
         created = 0.0
+    created = created if math.isfinite(created) else 0.0
     return created, str(datum.get("name"))
 
 
@@ -1214,35 +1279,45 @@ def _newest_local_checkpoint(pattern: str) -> str | None:
 
 
 def _output_files(pattern: str) -> list[tuple[str, Path, os.stat_result]]:
-    """Files in this attempt's outputs folder matching ``pattern``: name (relative), path, status."""
-    root = Path(valohai.paths.get_outputs_path())
+    """Files in this attempt's outputs folder matching ``pattern``: name (relative), path, status.
+
+    Locally the folder is relative to the working folder; the job may have saved there and
+    changed folder since, so the folder it started in is looked in too.
+    """
+    outputs = Path(valohai.paths.get_outputs_path())
+    roots = (
+        [outputs] if outputs.is_absolute() else list(dict.fromkeys([Path.cwd() / outputs, Path(_STARTED_IN) / outputs]))
+    )
     found = []
-    for path in root.rglob("*") if root.is_dir() else ():
-        name = path.relative_to(root).as_posix()
-        with contextlib.suppress(OSError):  # a file taken away while this looks: not there
-            status = path.stat()
-            if stat.S_ISREG(status.st_mode) and _matches(name, pattern):
-                found.append((name, path, status))
+    for root in roots:
+        for path in root.rglob("*") if root.is_dir() else ():
+            name = path.relative_to(root).as_posix()
+            with contextlib.suppress(OSError):  # a file taken away while this looks: not there
+                status = path.stat()
+                if stat.S_ISREG(status.st_mode) and _matches(name, pattern):
+                    found.append((name, path, status))
     return found
 
 
 def _started_from_on_valohai(input_name: str, pattern: str) -> str | None:
     """The URL of the checkpoint this attempt started from, from ``inputs.json``.
 
-    The same file :func:`checkpoint_path` picks: the named input's, else the newest
-    matching file of ``_restart``.
+    The same file :func:`checkpoint_path` picks (see :func:`_resume_choice`).
     """
     path = config_dir() / "inputs.json"
     inputs = _read_json_object(path) if path.exists() else {}
-    for name, wanted in ((input_name, "*"), ("_restart", pattern)):
-        entry = inputs.get(name)
-        files = [file for file in entry.get("files", []) if isinstance(file, dict)] if isinstance(entry, dict) else []
-        by_name = {str(file.get("name")): file for file in files if _is_text(file.get("name"))}
-        chosen = _last_by_name(list(by_name), wanted)
-        if chosen:
-            file = by_name[chosen]
-            return f"datum://{file['datum_id']}" if _is_text(file.get("datum_id")) else _text(file.get("uri"))
-    return None
+    listed = {name: _listed_files(inputs.get(name)) for name in ("_restart", input_name)}
+    chosen = _resume_choice(list(listed["_restart"]), list(listed[input_name]), pattern)
+    if chosen is None:
+        return None
+    file = listed["_restart" if chosen[0] == "_restart" else input_name][chosen[1]]
+    return f"datum://{file['datum_id']}" if _is_text(file.get("datum_id")) else _text(file.get("uri"))
+
+
+def _listed_files(entry: Any) -> dict[str, dict[str, Any]]:
+    """An input's files as ``inputs.json`` lists them, by name."""
+    files = entry.get("files") if isinstance(entry, dict) else None
+    return {str(file["name"]): file for file in files or [] if isinstance(file, dict) and _is_text(file.get("name"))}
 
 
 # --- finding a retry in the project's executions ---------------------------------------
@@ -1561,9 +1636,7 @@ class ValohaiAPI:
         self._sleep = sleep
         self._clock = clock
         self._patient = patient
-        # Plain http is allowed for loopback only, and must stay there: a proxy from the
-        # environment (HTTP_PROXY) would receive the token in the clear.
-        self._proxies = {"http": None, "https": None} if self.host.startswith("http://") else None
+        self._plain_http = self.host.startswith("http://")
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """GET ``path`` (below the host) and return the decoded JSON object."""
@@ -1613,14 +1686,15 @@ class ValohaiAPI:
             yield new
             if not results or not _more_after(page, offset, len(results) >= (page_size or PAGE_SIZE)):
                 return
-        pages = f"{max_pages or MAX_PAGES} pages of {page_size or PAGE_SIZE}"
-        raise ListTooLongError(f"GET {path}: the list goes on past {pages}; stopped there")
+        raise ListTooLongError(
+            f"GET {path}: the list goes on past {max_pages or MAX_PAGES} pages ({offset} items); stopped there"
+        )
 
     def _request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None
     ) -> dict[str, Any]:
         url = self.host + path
-        headers = {"Authorization": f"Token {self._token}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
         if self._deadline is None:
             self._deadline = self._clock() + self._budget
         attempt = 0
@@ -1640,7 +1714,8 @@ class ValohaiAPI:
                 json=body,
                 headers=headers,
                 timeout=timeout,
-                proxies=self._proxies,
+                auth=_TokenAuth(self._token),  # given as auth, so that no ~/.netrc entry replaces it
+                proxies=_no_proxies() if self._plain_http else None,
             )
             failure, wait = self._judge(method, path, answer, attempt)
             if failure is None:
@@ -1757,6 +1832,26 @@ def _within(seconds: float, call: Callable[[], Any]) -> Any:
     return outcome.get("value")
 
 
+class _TokenAuth(requests.auth.AuthBase):
+    """``Authorization: Token <token>``, the header the Valohai API takes."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Token {self._token}"
+        return request
+
+
+def _no_proxies() -> dict[str, None]:
+    """Every proxy the environment names, turned off.
+
+    Plain http is allowed for loopback only (local tests), and must stay there: a proxy
+    (``HTTP_PROXY``, ``ALL_PROXY``, ...) would receive the token in the clear.
+    """
+    return dict.fromkeys(["http", "https", "all", *urllib.request.getproxies()])
+
+
 def _more_after(page: Mapping[str, Any], offset: int, full: bool) -> bool:
     """Whether a list goes on past ``offset``: its ``next`` link says so, else its ``count``.
 
@@ -1810,7 +1905,8 @@ def _reason(error: BaseException) -> str:
             continue
         seen.add(id(current))
         innermost = current
-        pending += [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
+        # Not __context__: an API call made while the job's error is handled would find that error.
+        pending += [*current.args, getattr(current, "reason", None), current.__cause__]
     if isinstance(innermost, OSError) and innermost.strerror:
         return str(innermost.strerror)
     return _one_line(innermost, 160) or _one_line(error, 160) or type(error).__name__
@@ -1928,13 +2024,24 @@ def api_host(environ: Mapping[str, str] | None = None) -> str:
 
 
 def _signed_call_url() -> str | None:
-    """The URL of the pre-signed status-detail call in ``api.json``, if there is one."""
-    try:
-        entry = _read_json_object(config_dir() / "api.json").get("set_status_detail")
-    except RetryError:  # no api.json (locally), or not the shape we know
+    """The URL of the pre-signed status-detail call in ``api.json``; None without the file.
+
+    An ``api.json`` that is there but unusable is an error, not a reason to send a
+    self-hosted installation's token to app.valohai.com.
+    """
+    path = config_dir() / "api.json"
+    if not os.path.lexists(path):  # locally, or an execution without pre-signed calls
         return None
+    unusable = f"{path} has no usable set_status_detail URL to find the API by: set VALOHAI_HOST"
+    try:
+        entry = _read_json_object(path).get("set_status_detail")
+    except RetryError as exc:
+        raise RetryError(f"{unusable} ({exc})") from None
     url = entry.get("url") if isinstance(entry, dict) else None
-    return url if isinstance(url, str) and url else None
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or not parts.scheme or not parts.netloc:
+        raise RetryError(unusable)
+    return str(url)
 
 
 def _origin(address: str, name: str) -> str:
@@ -2096,7 +2203,9 @@ def _mask(text: str) -> str:
 
 
 def _say(message: str) -> None:
-    _write(f"[retry] {_mask(message)}\n")
+    """Print one ``[retry]`` line; line breaks in it (a folder's name, say) are shown escaped."""
+    text = _mask(message).replace("\r", "\\r").replace("\n", "\\n")
+    _write(f"[retry] {text}\n")
 
 
 def _write(text: str) -> None:
@@ -2147,12 +2256,13 @@ class Runtime:
 
 
 _INSTANT = re.compile(
-    r"([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})?"
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
 
 
 def parse_instant(text: str) -> float:
-    """An ISO 8601 instant (``Z``, an offset or none for UTC; any fraction) as epoch seconds.
+    """An ISO 8601 instant (``Z``, an offset like ``+01``, ``+0100`` or ``+01:00``, or none
+    for UTC; any fraction) as epoch seconds.
 
     Raises ``ValueError`` for anything else.  Parsed by hand: before Python 3.11
     ``datetime.fromisoformat`` reads neither ``Z`` nor every length of fraction.
@@ -2160,8 +2270,9 @@ def parse_instant(text: str) -> float:
     match = _INSTANT.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"not an ISO 8601 instant: {quote(text, 40)}")
-    whole, fraction, zone = match.groups()
-    moment = datetime.datetime.fromisoformat(whole + ("+00:00" if zone in (None, "Z") else zone))
+    date, time_of_day, fraction, zone = match.groups()
+    offset = "+00:00" if zone in (None, "Z", "z") else f"{zone[:3]}:{zone[3:].lstrip(':') or '00'}"
+    moment = datetime.datetime.fromisoformat(f"{date}T{time_of_day}{offset}")
     return moment.timestamp() + float(f"0.{fraction or 0}")
 
 

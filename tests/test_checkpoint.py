@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import responses
 from conftest import (
     AUTH,
@@ -48,7 +49,9 @@ def datum(name: str, ctime: str, datum_id: str | None = None) -> dict[str, Any]:
 
 
 def data_page(offset: int) -> Any:
-    return matchers.query_param_matcher({"output_execution": EXECUTION_ID, "limit": "1000", "offset": str(offset)})
+    return matchers.query_param_matcher(
+        {"output_execution": EXECUTION_ID, "ordering": "-ctime", "limit": "1000", "offset": str(offset)}
+    )
 
 
 @pytest.fixture
@@ -85,6 +88,63 @@ def test_the_newest_uploaded_checkpoint_goes_to_the_retry_from_every_page(
     expect_relaunch_with(api, clock, ["datum://d-newest"])
 
     assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+
+
+def test_a_server_that_lists_newest_first_is_read_no_further_than_needed(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    expect_detail(api)
+    newest_first = [
+        datum("model.json", "2026-11-20T09:15:59Z"),
+        datum("checkpoint-epoch-0003.json", "2026-11-20T09:14:30Z", "d-3"),
+        datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20Z", "d-2"),
+    ]
+    api.get(DATA_URL, json={"count": 5000, "next": "more", "results": newest_first}, match=[AUTH, data_page(0)])
+    expect_relaunch_with(api, clock, ["datum://d-3"])
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED  # one page of thousands
+
+
+def test_a_list_that_never_ends_hands_on_the_newest_checkpoint_read(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    expect_detail(api)
+    for page in range(retry.MAX_PAGES):  # oldest first, so every page must be read
+        entries = [
+            datum(f"checkpoint-{page:02d}-{half}.json", f"2026-11-20T09:{page:02d}:{half}0Z", f"d-{page}-{half}")
+            for half in (1, 2)
+        ]
+        api.get(DATA_URL, json={"count": 10**6, "next": "more", "results": entries}, match=[data_page(2 * page)])
+    expect_relaunch_with(api, clock, [f"datum://d-{retry.MAX_PAGES - 1}-2"])
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+    assert "the retry gets the newest checkpoint read so far" in capsys.readouterr().err
+
+
+def test_another_executions_output_is_never_handed_on(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    expect_detail(api)
+    foreign = {
+        **datum("checkpoint-epoch-0009.json", "2026-11-20T09:20:00Z", "d-other"),
+        "output_execution": {"id": "x"},
+    }
+    own = datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20Z", "d-own")
+    api.get(DATA_URL, json={"count": 2, "next": None, "results": [foreign, own]})
+    expect_relaunch_with(api, clock, ["datum://d-own"])
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+
+
+def test_a_slow_output_list_costs_only_the_checkpoint_not_the_retry(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    expect_detail(api)
+    api.get(DATA_URL, body=requests.ConnectionError("connection reset"))  # every time it is asked
+    expect_relaunch_with(api, clock, None)
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+    assert clock.slept <= retry.CHECK_BUDGET  # the lookup gave up within its own budget
 
 
 def test_without_a_new_checkpoint_the_retry_gets_the_one_this_attempt_started_from(
@@ -299,12 +359,41 @@ def fresh_inputs(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     return reset
 
 
-def test_checkpoint_path_prefers_the_checkpoint_input(
+def test_checkpoint_path_prefers_a_restarts_checkpoint_to_the_one_its_run_was_given(
     config_dir: Path, tmp_path: Path, fresh_inputs: Callable[[], None]
 ) -> None:
-    write_inputs(config_dir, tmp_path / "inputs", {"checkpoint": ["given.pt"], "_restart": ["checkpoint-9.pt"]})
+    # An auto-restart of a retry: _restart holds what the interrupted run saved after it
+    # started from its checkpoint input, so it is newer.
+    write_inputs(config_dir, tmp_path / "inputs", {"checkpoint": ["checkpoint-1.pt"], "_restart": ["checkpoint-9.pt"]})
     path = retry.checkpoint_path()
-    assert path is not None and path.name == "given.pt"
+    assert path is not None and path.name == "checkpoint-9.pt"
+
+
+@pytest.mark.parametrize(
+    ("files", "chosen"),
+    [
+        (["checkpoint-epoch-0004.json", "train.log"], "checkpoint-epoch-0004.json"),  # not the last by name
+        (["given.pt"], "given.pt"),  # a lone file passed by hand counts whatever its name
+        (["notes.txt", "train.log"], None),
+    ],
+)
+def test_checkpoint_path_reads_the_given_input(
+    config_dir: Path, tmp_path: Path, fresh_inputs: Callable[[], None], files: list[str], chosen: str | None
+) -> None:
+    write_inputs(config_dir, tmp_path / "inputs", {"checkpoint": files})
+    path = retry.checkpoint_path()
+    assert (path.name if path else None) == chosen
+
+
+def test_checkpoint_path_uses_the_settings_of_the_running_retry_run(
+    config_dir: Path, tmp_path: Path, fresh_inputs: Callable[[], None], runtime: retry.Runtime
+) -> None:
+    write_inputs(config_dir, tmp_path / "inputs", {"weights": ["epoch-0003.pt", "epoch-0002.pt"]})
+    seen: list[Path | None] = []
+    retry.run(
+        lambda: seen.append(retry.checkpoint_path()), checkpoint="weights", checkpoint_pattern="*.pt", runtime=runtime
+    )
+    assert [path.name if path else None for path in seen] == ["epoch-0003.pt"]
 
 
 def test_checkpoint_path_takes_the_last_checkpoint_by_name_from_restart(
@@ -332,3 +421,43 @@ def test_checkpoint_path_is_none_for_a_fresh_start(config_dir: Path, fresh_input
 def test_checkpoint_settings_are_checked(settings: dict[str, Any], named: str) -> None:
     with pytest.raises(retry.ConfigError, match=named):
         retry.Policy(**settings)
+
+
+def test_locally_a_job_that_changed_folder_after_saving_still_hands_on_its_checkpoint(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, runtime: retry.Runtime, spawned: Spawned
+) -> None:
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    saved = aged(start / "outs" / "checkpoint-epoch-0003.json", 1000)
+    elsewhere.mkdir()
+    clean_env.setenv("VH_OUTPUTS_DIR", "outs")  # relative, as valohai-utils' local default is
+    clean_env.setattr(retry, "_STARTED_IN", str(start))
+    clean_env.chdir(elsewhere)
+
+    retry.handle_failure(connection_error(), retry.Policy(checkpoint="checkpoint"), runtime=runtime)
+
+    [(_, environ)] = spawned.calls
+    assert environ["RETRY_CHECKPOINT"] == str(saved.resolve())
+
+
+def test_an_upload_that_is_slow_to_be_listed_is_looked_for_once_more(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    pending = read_only(outputs / "checkpoint-epoch-0003.json")
+
+    def platform_takes_it(seconds: float) -> None:
+        clock.sleep(seconds)
+        if pending.exists():
+            pending.chmod(stat.S_IWUSR | stat.S_IRUSR)
+            pending.unlink()  # taken from the folder, but not in the list yet
+
+    runtime.sleep = platform_takes_it
+    expect_detail(api)
+    older = [datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20Z")]
+    api.get(DATA_URL, json={"count": 1, "next": None, "results": older})  # twice: then it gives up on it
+    expect_relaunch_with(api, clock, ["datum://d-checkpoint-epoch-0002.json"])
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+    assert sum(1 for call in api.calls if call.request.url.startswith(DATA_URL)) == 2
+    assert "still not listed after the wait, so the retry gets the newest listed one: checkpoint-epoch-0003.json" in (
+        capsys.readouterr().err
+    )

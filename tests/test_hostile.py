@@ -426,7 +426,7 @@ def test_the_chain_query_stops_on_a_list_that_never_ends(
     assert (
         capsys.readouterr()
         .err.strip()
-        .endswith(f"the list goes on past {retry.MAX_PAGES} pages of {retry.PAGE_SIZE}; stopped there")
+        .endswith(f"the list goes on past {retry.MAX_PAGES} pages ({retry.MAX_PAGES} items); stopped there")
     )
 
 
@@ -934,3 +934,91 @@ def test_a_config_file_that_is_a_pipe_is_refused_not_waited_on(
 
     assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
     assert "execution.json is not a regular file" in status_details(api)[0]
+
+
+# --- found by a second adversarial run -----------------------------------------------------
+
+
+def test_a_failure_reason_is_the_apis_not_the_jobs_error_being_handled() -> None:
+    try:
+        raise ConnectionError("could not connect to db.internal:5432")  # the job's error
+    except ConnectionError:
+        try:
+            raise requests.ConnectionError(ConnectionResetError(104, "Connection reset by peer"))
+        except requests.ConnectionError as api_error:
+            assert retry._reason(api_error) == "Connection reset by peer"
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY", "all_proxy"])
+def test_no_proxy_of_the_environment_sees_a_plain_http_token(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    received: list[str] = []
+    api_port, proxy_port, stop = recording_servers(received, 2)
+    try:
+        for name in ("HTTP_PROXY", "ALL_PROXY", "all_proxy", "http_proxy", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy_port}")
+        retry.ValohaiAPI(TOKEN, f"http://127.0.0.1:{api_port}").get("/api/v0/executions/x/")
+    finally:
+        stop()
+    assert received == [f"{api_port} Token {TOKEN}"]
+
+
+def test_a_netrc_entry_cannot_replace_the_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    received: list[str] = []
+    api_port, stop = recording_servers(received, 1)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password other-secret\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    try:
+        retry.ValohaiAPI(TOKEN, f"http://127.0.0.1:{api_port}").get("/api/v0/executions/x/")
+    finally:
+        stop()
+    assert received == [f"{api_port} Token {TOKEN}"]
+
+
+def recording_servers(received: list[str], count: int) -> Any:
+    """``count`` servers on 127.0.0.1 that answer ``{}`` and record port and Authorization."""
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            received.append(f"{self.server.server_address[1]} {self.headers.get('Authorization')}")
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder) for _ in range(count)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop() -> None:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+    return (*(server.server_address[1] for server in servers), stop)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("2026-11-20T09:14:05Z", 1795166045.0),
+        ("2026-11-20T09:14:05z", 1795166045.0),
+        ("2026-11-20 09:14:05", 1795166045.0),
+        ("2026-11-20T10:14:05+01", 1795166045.0),
+        ("2026-11-20T10:14:05+0100", 1795166045.0),
+        ("2026-11-20T10:14:05+01:00", 1795166045.0),
+        ("2026-11-20T09:14:05.123456789012Z", 1795166045.123456789012),
+    ],
+)
+def test_api_times_are_read_in_every_spelling_of_iso_8601(text: str, seconds: float) -> None:
+    assert retry.parse_instant(text) == pytest.approx(seconds, abs=1e-6)
+
+
+def test_a_line_break_in_a_message_cannot_forge_a_log_line(capsys: Any) -> None:
+    retry._say("the next process resumes from the checkpoint /tmp/x\n[retry] all fine, nothing to see")
+    assert capsys.readouterr().err.count("\n") == 1

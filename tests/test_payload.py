@@ -150,17 +150,25 @@ def test_without_either_the_api_is_app_valohai_com(
 
 
 @pytest.mark.parametrize(
-    ("content", "host"),
+    "content",
     [
-        ("not json", "https://app.valohai.com"),
-        ('{"set_status_detail": {"method": "POST"}}', "https://app.valohai.com"),
-        ('["a list"]', "https://app.valohai.com"),
-        ('{"set_status_detail": {"url": "http://127.0.0.1:8000/x/?s=1"}}', "http://127.0.0.1:8000"),
+        "not json",
+        '{"set_status_detail": {"method": "POST"}}',
+        '["a list"]',
+        '{"set_status_detail": {"url": "/api/v0/executions/x/status-detail/"}}',  # not an absolute address
+        '{"set_status_detail": {"url": 7}}',
     ],
 )
-def test_an_api_json_without_a_usable_url_falls_back_to_the_default(config_dir: Path, content: str, host: str) -> None:
+def test_an_api_json_without_a_usable_url_is_refused_not_ignored(config_dir: Path, content: str) -> None:
+    # Falling back to app.valohai.com would send a self-hosted installation's token there.
     (config_dir / "api.json").write_text(content)
-    assert retry.api_host({}) == host
+    with pytest.raises(retry.RetryError, match=r"api.json has no usable set_status_detail URL to find the API by"):
+        retry.api_host({})
+
+
+def test_an_api_json_url_on_loopback_is_its_own_origin(config_dir: Path) -> None:
+    write_api_json(config_dir, "http://127.0.0.1:8000/x/?s=1")
+    assert retry.api_host({}) == "http://127.0.0.1:8000"
 
 
 def test_an_api_json_url_in_plain_http_on_another_host_is_refused(config_dir: Path) -> None:

@@ -748,3 +748,40 @@ def test_chain_prints_what_retry_py_chain_prints(token: pytest.MonkeyPatch, one_
 
 def test_the_documented_sample_is_this_output() -> None:
     assert EXPECTED_TEXT in (ROOT / "docs" / "report.md").read_text(encoding="utf-8")
+
+
+# --- found by an adversarial run -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("duration", [float("nan"), float("inf"), -7200, 10**400, "3 h"])
+def test_a_duration_that_is_no_length_of_time_is_left_out_not_fatal(
+    token: pytest.MonkeyPatch, api: responses.RequestsMock, duration: Any
+) -> None:
+    good = item(8, "error", f"Gave up after 1 retry: {CONNECTION}", duration=60)
+    odd = {**item(7, "error", f"Not retried (not a transient error): {CONNECTION}"), "duration": duration}
+    expect_page(api, 0, [good, odd], more=False)
+
+    period = chains.read_period(retry.ValohaiAPI(TOKEN, HOST, sleep=no_sleep), PROJECT_ID, NOW - HOUR * 24)
+    assert [attempt.duration for attempt in period.attempts] == [60.0, None]
+
+
+def test_a_server_that_lists_oldest_first_is_read_to_the_end(
+    token: pytest.MonkeyPatch, api: responses.RequestsMock
+) -> None:
+    old = item(5, "complete", hours_ago=24 * 30)
+    recent = [item(6, "error", f"Gave up after 1 retry: {CONNECTION}"), item(7, "complete")]
+    expect_page(api, 0, [old, *recent], more=False)  # ascending: the old one first
+
+    period = chains.read_period(retry.ValohaiAPI(TOKEN, HOST, sleep=no_sleep), PROJECT_ID, NOW - HOUR * 24)
+    assert [attempt.counter for attempt in period.attempts] == [6, 7]
+
+
+@pytest.mark.parametrize(
+    "arguments", [["report", "--project"], ["report", "--days"], ["chain", "abc"], ["--bogus"], []]
+)
+def test_a_wrong_command_line_is_one_line(capsys: Any, arguments: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        chains.main(arguments)
+    assert exit_info.value.code == retry.EXIT_BAD_CONFIG
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("[chains] invalid arguments: ") and line.endswith("(python chains.py --help)")

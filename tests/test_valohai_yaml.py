@@ -50,3 +50,10 @@ def test_step_runs_train_py_with_its_parameters_after_installing_requirements() 
 def test_token_variable_is_declared_with_a_description() -> None:
     variable = load_step().environment_variables["VH_API_TOKEN"]
     assert variable.description and "secret" in variable.description
+
+
+def test_the_step_allows_no_delay_the_retry_policy_would_refuse() -> None:
+    import retry
+
+    delay = load_step().parameters["delay"]
+    assert delay.max == retry.Policy().max_delay  # a larger delay would fail at once on Valohai
