@@ -431,11 +431,10 @@ def _retry_locally(error: BaseException, summary: str, policy: Policy, progress:
     if policy.checkpoint:
         checkpoint = _newest_local_checkpoint(policy.checkpoint_pattern) or _handed_checkpoint()
         if checkpoint:
+            environ["RETRY_CHECKPOINT"] = checkpoint
             _say(f"the next process resumes from the checkpoint {checkpoint}")
         else:
             _say("no checkpoint yet: the retry starts from the beginning")
-        if checkpoint:
-            environ["RETRY_CHECKPOINT"] = checkpoint
     _finish(f"{summary} - starting retry {number}/{policy.retries} as a new process", EXIT_RETRY_STARTED)
     _flush()
     # Normally this does not return: the retry takes over this process (same PID), so a
@@ -1105,9 +1104,12 @@ def checkpoint_path(input_name: str | None = None, pattern: str | None = None) -
     handed = _handed_checkpoint()
     if handed:
         return Path(handed)
-    found = {name: _input_files(name) for name in ("_restart", input_name)}
-    chosen = _resume_choice(list(found["_restart"]), list(found[input_name]), pattern)
-    return found[chosen[0] if chosen[0] == "_restart" else input_name][chosen[1]] if chosen else None
+    restart, given = _input_files("_restart"), _input_files(input_name)
+    chosen = _resume_choice(list(restart), list(given), pattern)
+    if chosen is None:
+        return None
+    source, name = chosen
+    return (restart if source == "_restart" else given)[name]
 
 
 def _input_files(name: str) -> dict[str, Path]:
@@ -1306,11 +1308,12 @@ def _started_from_on_valohai(input_name: str, pattern: str) -> str | None:
     """
     path = config_dir() / "inputs.json"
     inputs = _read_json_object(path) if path.exists() else {}
-    listed = {name: _listed_files(inputs.get(name)) for name in ("_restart", input_name)}
-    chosen = _resume_choice(list(listed["_restart"]), list(listed[input_name]), pattern)
+    restart, given = _listed_files(inputs.get("_restart")), _listed_files(inputs.get(input_name))
+    chosen = _resume_choice(list(restart), list(given), pattern)
     if chosen is None:
         return None
-    file = listed["_restart" if chosen[0] == "_restart" else input_name][chosen[1]]
+    source, name = chosen
+    file = (restart if source == "_restart" else given)[name]
     return f"datum://{file['datum_id']}" if _is_text(file.get("datum_id")) else _text(file.get("uri"))
 
 
