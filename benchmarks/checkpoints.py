@@ -52,7 +52,7 @@ def measure(with_checkpoints: bool, epochs: int, fail_epoch: int, epoch_seconds:
     ):
         platform.start()
         failed, retried = platform.wait_until_idle(timeout=2 * epochs * epoch_seconds + 60)
-        calls = platform.calls
+        relaunch_calls = platform.relaunch_calls(failed)
     assert failed.failed_at and failed.ended_at and failed.started_at, "the first attempt did not fail"
     assert retried.status == "complete" and retried.ended_at and retried.started_at, "the retry did not finish"
     started = sum(line.startswith("Epoch ") for execution in (failed, retried) for _, _, line in execution.log)
@@ -60,7 +60,7 @@ def measure(with_checkpoints: bool, epochs: int, fail_epoch: int, epoch_seconds:
         epochs_started=started,
         finish=retried.ended_at - failed.failed_at,
         billed=(failed.ended_at - failed.started_at) + (retried.ended_at - retried.started_at),
-        requests=sum(1 for call in calls if failed.failed_at <= call.at <= failed.ended_at),
+        requests=len(relaunch_calls),
     )
 
 

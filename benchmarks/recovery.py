@@ -53,7 +53,7 @@ def measure(wait_in: str, delay: float, queue: float) -> Result:
     ):
         platform.start(failure_rate=1.0)
         failed, retried = platform.wait_until_idle(timeout=3 * (delay + queue) + 30)
-        calls = platform.calls
+        relaunch_calls = platform.relaunch_calls(failed)
     assert failed.failed_at and failed.ended_at and failed.started_at, "the first attempt did not fail"
     assert retried.started_at and retried.ended_at and retried.work_started_at, "the retry did no work"
     failure = failed.failed_at
@@ -61,7 +61,7 @@ def measure(wait_in: str, delay: float, queue: float) -> Result:
         recovery=retried.work_started_at - failure,
         billed=(failed.ended_at - failed.started_at) + (retried.ended_at - retried.started_at),
         idle=(failed.ended_at - failure) + (retried.work_started_at - retried.started_at),
-        requests=sum(1 for call in calls if failure <= call.at <= failed.ended_at),
+        requests=len(relaunch_calls),
         work_after_failure=retried.work_started_at - failure,
     )
 

@@ -302,6 +302,25 @@ class Platform:
         with self._lock:
             return sorted((d for d in self.data.values() if d.execution is execution), key=lambda d: d.ctime)
 
+    def relaunch_calls(self, failed: Execution) -> list[Call]:
+        """The requests ``failed`` made to start its retry: from reading its own detail to its end.
+
+        Its retry may start meanwhile: the retry's check for copies of itself (a list of the
+        project's executions) and its status details are not counted, and so neither is a
+        search the relaunch itself makes after a lost answer.
+        """
+        detail = f"/api/v0/executions/{failed.id}/"
+        start = min((call.at for call in self.calls if call.path == detail), default=None)
+        if start is None or failed.ended_at is None:
+            return []
+        return [
+            call
+            for call in self.calls
+            if start <= call.at <= failed.ended_at
+            and not (call.method == "GET" and call.path == "/api/v0/executions/")
+            and ("status-detail" not in call.path or failed.id in call.path)
+        ]
+
     def creates(self) -> list[Call]:
         """The create calls received (whatever their outcome)."""
         return [call for call in self.calls if call.method == "POST" and call.path == "/api/v0/executions/"]

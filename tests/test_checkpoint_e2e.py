@@ -47,14 +47,7 @@ def test_the_retry_resumes_after_the_last_finished_epoch(tmp_path: Path) -> None
         first, second = platform_chain(platform, retries=3)
         [sent] = checkpoint_sent(platform, 0)
         assert datum_name(platform, sent) == "checkpoint-epoch-0002.json"
-        # The failed attempt's own calls: its retry (already started) lists the project to check for copies.
-        during = [call for call in platform.calls if first.failed_at <= call.at <= first.ended_at]
-        relaunch_calls = [
-            call
-            for call in during
-            if call.path != "/api/v0/executions/" or call.method == "POST"
-            if "status-detail" not in call.path or first.id in call.path
-        ]
+        relaunch_calls = platform.relaunch_calls(first)
     assert epochs_logged(first) == [1, 2]  # it failed in epoch 3
     assert resumed_from(second) == "checkpoint-epoch-0002.json"
     assert epochs_logged(second) == [3, 4, 5]  # the numbering goes on across the chain
