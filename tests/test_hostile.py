@@ -765,36 +765,6 @@ def test_a_second_run_in_one_process_is_the_same_attempt(
     assert clock.slept == pytest.approx(30)  # waited once: the instant has passed for stage two
 
 
-def test_plain_http_to_loopback_never_goes_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    received: list[str] = []
-
-    class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            received.append(f"{self.server.server_address[1]} {self.headers.get('Authorization')}")
-            body = b"{}"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder) for _ in range(2)]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    api_port, proxy_port = (server.server_address[1] for server in servers)
-    try:
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
-        monkeypatch.setenv("NO_PROXY", "")
-        retry.ValohaiAPI(TOKEN, f"http://127.0.0.1:{api_port}").get("/api/v0/executions/x/")
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
-    assert received == [f"{api_port} Token {TOKEN}"]  # the API, directly; the proxy saw nothing
-
-
 def test_a_host_with_user_info_is_refused_without_echoing_it() -> None:
     secret = "ml-service-account:3f9a1c7e5b2d4a6f8e0c1b2a3d4e5f6071829"
     with pytest.raises(retry.RetryError) as error:
