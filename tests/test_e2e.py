@@ -112,32 +112,41 @@ def test_a_token_set_only_on_the_first_execution_is_flagged(tmp_path: Path) -> N
     assert second.status_detail is not None and "VH_API_TOKEN is not set" in second.status_detail
 
 
-def test_a_slow_status_detail_endpoint_does_not_hold_the_attempt(platform: Platform) -> None:
-    platform.inject(Fault("POST", r".*/status-detail/", "slow", seconds=2.0, times=5))
-    platform.override(1, failure_rate=0.0)
-    first, second = run_chain(platform, failure_rate=1.0, delay=0)
+def recorded_times(events: Path) -> dict[tuple[str, int], float]:
+    """What the job's processes stamped, by their own clocks: ``(event, attempt) -> time``."""
+    return {
+        (event["event"], event["attempt"]): event["time"] for event in map(json.loads, events.read_text().splitlines())
+    }
+
+
+def test_a_slow_status_detail_endpoint_does_not_hold_the_attempt(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    environ = {"JOB_EVENTS": str(events), "JOB_RECORD_EXIT": "1"}
+    with Platform(tmp_path, script=JOB, extra_env=environ) as platform:
+        platform.inject(Fault("POST", r".*/status-detail/", "slow", seconds=2.0, times=5))
+        first, second = run_chain(platform, delay=0, retries=1)
+        asked = max(call.at for call in platform.calls if "status-detail" in call.path and first.id in call.path)
     assert (first.exit_code, second.status) == (retry.EXIT_RETRY_STARTED, "complete")
-    assert first.ended_at is not None and first.failed_at is not None
-    assert first.ended_at - first.failed_at < 2.5  # 1 s read timeout, not the endpoint's 2 s
-    assert "could not set the status detail" in first.log_text()
+    # The endpoint answers 2 s after it was asked; the attempt gave up after its 1 s read
+    # timeout. Its own exit stamp against the moment the stand-in got the request (which,
+    # stamped late under load, only makes the gap look smaller): below 2 s, it did not wait.
+    assert recorded_times(events)[("exit", 0)] - asked < 2.0
+    assert "could not set the status detail: no complete answer within 1 s" in first.log_text()
 
 
 def test_the_failed_execution_exits_at_once_and_the_retry_keeps_the_delay(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
-    with Platform(tmp_path, script=JOB, extra_env={"JOB_EVENTS": str(events)}) as platform:
-        first, second = run_chain(platform, delay=2, retries=1)
+    with Platform(tmp_path, script=JOB, extra_env={"JOB_EVENTS": str(events), "JOB_RECORD_EXIT": "1"}) as platform:
+        _, second = run_chain(platform, delay=3, retries=1)
         assert platform.leaks() == []
-    assert first.failed_at is not None and first.ended_at is not None
-    assert first.ended_at - first.failed_at < 2.0  # no machine held idle for the delay
-    # The processes' own clocks, not the moments the stand-in read their log lines: the
-    # failure is stamped before the not-before instant is computed, and that instant is
-    # rounded up, so the retry's work starts no sooner than 2 s after the failure.
-    stamps = {
-        (event["event"], event["attempt"]): event["time"] for event in map(json.loads, events.read_text().splitlines())
-    }
-    assert stamps[("work", 1)] - stamps[("fail", 0)] >= 2.0
+    # The processes' own clocks, not the moments the stand-in read their log lines.
+    stamps = recorded_times(events)
+    assert stamps[("exit", 0)] - stamps[("fail", 0)] < 3.0  # no machine held idle for the delay
+    # The failure is stamped before the not-before instant is computed, and that instant
+    # is rounded up, so the retry's work starts no sooner than 3 s after the failure.
+    assert stamps[("work", 1)] - stamps[("fail", 0)] >= 3.0
     waits = [detail for detail in second.status_details if detail.startswith("Waiting")]
-    assert all(re.fullmatch(r"Waiting [0-2] s before retry 1/1 starts work", detail) for detail in waits)
+    assert all(re.fullmatch(r"Waiting [0-3] s before retry 1/1 starts work", detail) for detail in waits)
 
 
 @pytest.mark.parametrize(
@@ -266,5 +275,5 @@ def test_a_failed_attempt_whose_job_left_a_thread_running_ends_at_once(tmp_path:
         first, second = run_chain(platform, delay=0, retries=1)
     assert (first.exit_code, second.exit_code) == (retry.EXIT_RETRY_STARTED, 0)
     assert first.ended_at is not None and first.failed_at is not None
-    assert first.ended_at - first.failed_at < 5  # not the heartbeat's 60 s
+    assert first.ended_at - first.failed_at < 15  # not the heartbeat's 60 s
     assert "not waiting for its threads heartbeat" in first.log_text()

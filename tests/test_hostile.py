@@ -362,7 +362,7 @@ def trickling_server() -> Iterator[str]:
             self._trickle()
 
         def _trickle(self) -> None:
-            body = json.dumps({"padding": " " * 200}).encode()
+            body = json.dumps({"padding": " " * 300}).encode()  # a minute at 0.2 s a byte
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -396,7 +396,8 @@ def test_a_trickling_status_detail_endpoint_cannot_hold_the_attempt(
     started = time.monotonic()
 
     assert retry.set_status_detail("Waiting 5 s before retry 1/3 starts work") is False
-    assert time.monotonic() - started < 2.0  # 1 s for the whole answer, not 0.2 s per byte for a minute
+    # 1 s for the whole answer, not a minute; the rest is room for a machine under load.
+    assert time.monotonic() - started < 6.0
     assert "could not set the status detail: no complete answer within 1 s" in capsys.readouterr().err
 
 
@@ -407,7 +408,7 @@ def test_a_trickling_api_cannot_hold_a_request_past_its_budget(trickling_server:
 
     with pytest.raises(retry.APIError, match="HTTP 200, but the answer was cut off"):
         client.get("/api/v0/executions/x/")
-    assert time.monotonic() - started < 4.0  # the 2 s budget, the last read of 1 s, scheduling
+    assert time.monotonic() - started < 8.0  # the 2 s budget and its last read, not a minute
 
 
 def test_the_chain_query_stops_on_a_list_that_never_ends(
@@ -445,7 +446,7 @@ def test_the_chain_query_fails_fast_and_short_without_a_network(clean_env: pytes
     with pytest.raises(SystemExit) as exit_info:
         chains.main(["chain", "42", "--project", PROJECT_ID])
     assert exit_info.value.code == retry.EXIT_RELAUNCH_FAILED
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 6.0  # at once, not after 48 s of asking again
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.endswith("could not reach " + retry.api_host() + ": Connection refused")
     assert len(line) < 160

@@ -706,7 +706,7 @@ def test_no_network_fails_fast_in_one_line(token: pytest.MonkeyPatch, capsys: An
     with pytest.raises(SystemExit) as exit_info:
         chains.main(["report", "--project", PROJECT_ID])
     assert exit_info.value.code == retry.EXIT_RELAUNCH_FAILED
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 6.0  # at once, not after a budget of asking again
     [line] = capsys.readouterr().err.splitlines()
     assert (
         line == f"[chains] GET /api/v0/projects/{PROJECT_ID}/: could not reach {retry.api_host()}: Connection refused"

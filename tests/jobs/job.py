@@ -5,7 +5,8 @@ parameters; others are ignored) and from the environment:
 
 - ``JOB_FAIL_ATTEMPTS``: how many attempts fail (those whose retry number is lower; default 1)
 - ``JOB_EVENTS``: a file to which every attempt appends JSON lines with its own timestamps
-  (``start``, ``fail``, ``work``), process id and retry number
+  (``start``, ``fail``, ``work``; ``exit`` as the process ends, with ``JOB_RECORD_EXIT=1``),
+  process id and retry number
 - ``JOB_THREAD=1``: call ``retry.run`` from a worker thread
 - ``JOB_CHDIR``: change to this folder before failing
 - ``JOB_HELPER=1``: start a helper program that uses ``retry.run``, and record what it says
@@ -19,6 +20,7 @@ parameters; others are ignored) and from the environment:
 
 from __future__ import annotations
 
+import atexit
 import json
 import multiprocessing
 import os
@@ -96,6 +98,8 @@ def setting(name: str, default: float) -> float:
 
 
 def main() -> None:
+    if os.environ.get("JOB_RECORD_EXIT"):
+        atexit.register(record, "exit")
     settings: dict[str, Any] = {"retries": int(setting("retries", 1)), "delay": setting("delay", 0)}
     if os.environ.get("JOB_EPOCHS"):
         settings["checkpoint"] = "checkpoint"
