@@ -655,8 +655,7 @@ def _detail_bound(period: Period, bounds: Bounds, *, late: bool) -> str | None:
 
 
 def _is_execution(item: Any) -> bool:
-    counter = item.get("counter") if isinstance(item, dict) else None
-    return isinstance(counter, int) and not isinstance(counter, bool) and isinstance(item.get("id"), str)
+    return isinstance(item, dict) and retry.counter_of(item) is not None and isinstance(item.get("id"), str)
 
 
 def _needs_detail(item: Mapping[str, Any]) -> bool:

@@ -761,8 +761,7 @@ def _is_transient_itself(error: BaseException) -> bool:
 
 
 def _status_of(error: BaseException) -> int | None:
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    return status if isinstance(status, int) and not isinstance(status, bool) else None
+    return _integer(getattr(getattr(error, "response", None), "status_code", None))
 
 
 def retry_after_seconds(error: BaseException | None, now: float | None = None) -> float:
@@ -1387,8 +1386,8 @@ def executions_after(
 
 
 def counter_of(item: Mapping[str, Any]) -> int | None:
-    counter = item.get("counter")
-    return counter if isinstance(counter, int) and not isinstance(counter, bool) else None
+    """An API item's counter, when it is a number."""
+    return _integer(item.get("counter"))
 
 
 def _alike(item: Mapping[str, Any], like: Mapping[str, Any]) -> bool:
@@ -1455,8 +1454,8 @@ def execution_pages(api: ValohaiAPI, project_id: str, *, max_pages: int = 0) -> 
 
 
 def _counter_text(item: Mapping[str, Any]) -> str:
-    counter = item.get("counter")
-    return f"#{counter}" if isinstance(counter, int) and not isinstance(counter, bool) else "(number unknown)"
+    counter = counter_of(item)
+    return f"#{counter}" if counter is not None else "(number unknown)"
 
 
 def display_url(item: Mapping[str, Any]) -> str:
@@ -1860,12 +1859,10 @@ def _more_after(page: Mapping[str, Any], offset: int, full: bool) -> bool:
 
     A page with neither (a server that leaves them out) goes on if it was full.
     """
-    count = page.get("count")
+    count = _integer(page.get("count"))
     if "next" in page:
         return bool(page["next"])
-    if isinstance(count, int) and not isinstance(count, bool):
-        return count > offset
-    return full
+    return count > offset if count is not None else full
 
 
 def _hashable_id(item: Mapping[str, Any]) -> object:
