@@ -1630,7 +1630,7 @@ class ValohaiAPI:
     ) -> None:
         self.host = _origin(host, "the API host") if host else api_host()
         _remember_secret(token)
-        self._token = token
+        self._auth = _TokenAuth(token)  # given as auth, so that no ~/.netrc entry replaces it
         self._timeout = timeout
         self._session = session or requests.Session()
         self._budget = budget
@@ -1716,7 +1716,7 @@ class ValohaiAPI:
                 json=body,
                 headers=headers,
                 timeout=timeout,
-                auth=_TokenAuth(self._token),  # given as auth, so that no ~/.netrc entry replaces it
+                auth=self._auth,
                 proxies=_no_proxies() if self._plain_http else None,
             )
             failure, wait = self._judge(method, path, answer, attempt)
