@@ -499,7 +499,55 @@ class Platform:
             if method == "GET" and match:
                 execution = self._find(match.group(1))
                 return (200, self._detail(execution)) if execution else (404, {"detail": "Not found."})
+            served = self._serve_commits(method, path, query)
+            if served is not None:
+                return served
         return 404, {"detail": "Not found."}
+
+    # --- what valohai-cli reads besides executions -----------------------------------
+
+    def commit(self, *, config: bool = False) -> dict[str, Any]:
+        """The project's one commit, ``COMMIT``, as the commit list and detail show it.
+
+        Its shape is valohai-cli's (``DEPLOYMENT_VERSION_DATA["commit"]`` in its test data,
+        ``url`` as in ``EXECUTION_DATA``); ``vh execution run`` reads ``identifier``,
+        ``commit_time``, ``adhoc`` and ``url``, and in remote mode ``config`` from the detail.
+        """
+        url = f"{self.host}/api/v0/commits/{COMMIT}/"
+        commit: dict[str, Any] = {
+            "identifier": COMMIT,
+            "ref": "main",
+            "ref_names": ["main"],
+            "repository": 1,
+            "project_id": PROJECT_ID,
+            "adhoc": False,
+            "commit_time": "2025-01-15T09:30:00Z",
+            "ctime": "2025-01-15T09:31:04.512000Z",
+            "description": "Sample step that fails on purpose",
+            "yaml_path": "valohai.yaml",
+            "has_config": True,
+            "url": url,
+            "urls": {"display": f"{self.host}/p/{PROJECT_NAME}/commits/{COMMIT}/"},
+        }
+        if config:  # the parsed valohai.yaml, as ?include=config adds it
+            with (ROOT / "valohai.yaml").open() as file:
+                commit["config"] = valohai_yaml.parse(file).serialize()
+        return commit
+
+    def _serve_commits(self, method: str, path: str, query: dict[str, list[str]]) -> tuple[int, Any] | None:
+        """``GET /api/v0/commits/?project=...`` and ``GET /api/v0/commits/<identifier>/``; None for other paths."""
+        if method == "GET" and path == "/api/v0/commits/":
+            if query.get("project") != [PROJECT_ID]:
+                return 400, {"project": ["This filter is required."]}
+            adhoc = query.get("adhoc", [""])[0]
+            commits = [] if adhoc == "true" else [self.commit()]  # the project has no ad-hoc commits
+            return 200, self._page(path, query, commits)
+        match = re.fullmatch(r"/api/v0/commits/([^/]+)/", path)
+        if method == "GET" and match:
+            if match.group(1) != COMMIT:
+                return 404, {"detail": "Not found."}
+            return 200, self.commit(config="config" in query.get("include", [""])[0].split(","))
+        return None
 
     def _page(self, path: str, query: dict[str, list[str]], items: list[dict[str, Any]]) -> dict[str, Any]:
         """One page of ``items`` with limit and offset, as Django REST framework pages them."""
