@@ -447,7 +447,10 @@ class Platform:
             "time_limit": execution.time_limit,
             "project": {"id": PROJECT_ID, "name": PROJECT_NAME, "urls": {"display": f"{self.host}/p/{PROJECT_NAME}/"}},
             "commit": {"repository": 1, "identifier": COMMIT, "ref": "main"},
-            "environment": ENVIRONMENT if execution.environment else None,
+            # Every execution runs in an environment: the project's default when its create call
+            # named none (as valohai-cli's does without --environment). `vh execution info` reads
+            # its name unconditionally.
+            "environment": ENVIRONMENT,
             "parameters": dict(execution.parameters),
             "inputs": [{"name": name, "urls": urls} for name, urls in execution.inputs.items()],
             "environment_variables": variables,
