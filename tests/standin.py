@@ -112,6 +112,8 @@ class Execution:
     log: list[tuple[float, str, str]] = field(default_factory=list)
     environ: dict[str, str] = field(default_factory=dict)  # what its process was started with
     dummy: bool = False  # created only to crowd the project: never run
+    # The create call's body as received (it passed _validate): which keys the client sent.
+    create_body: dict[str, Any] = field(default_factory=dict)
 
     @property
     def retry(self) -> int:
@@ -156,6 +158,7 @@ class Call:
     authorization: str
     body: Any
     at: float
+    user_agent: str = ""  # e.g. "valohai-cli/0.37.0 on CPython ...", "python-requests/2.32.4"
 
 
 class Platform:
@@ -408,6 +411,7 @@ class Platform:
                 environment=payload.get("environment"),
                 options={name: payload[name] for name in OPTION_TYPES if name in payload},
                 dummy=dummy,
+                create_body=json.loads(json.dumps(payload)),
             )
             self.executions[counter] = execution
         if dummy:
@@ -885,7 +889,8 @@ def _handler_for(platform: Platform) -> type[http.server.BaseHTTPRequestHandler]
                 body = raw.decode(errors="replace")
             query = parse_qs(parts.query)
             authorization = self.headers.get("Authorization", "")
-            platform.calls.append(Call(method, parts.path, query, authorization, body, time.time()))
+            user_agent = self.headers.get("User-Agent", "")
+            platform.calls.append(Call(method, parts.path, query, authorization, body, time.time(), user_agent))
             with platform._lock:
                 platform._in_flight += 1
             try:
