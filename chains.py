@@ -6,37 +6,34 @@ project, as Valohai's guide advises ("frequent retries may indicate systemic iss
     python chains.py report --project <id> [--days 7] [--json]
     python chains.py chain <counter> [--project <id>]
 
-``report`` reads the project's executions of the last ``--days`` days through the API,
-newest first and page by page, with the token and host rules of ``retry.py``
-(``VH_API_TOKEN``, ``VALOHAI_HOST``, ``RETRY_API_TIMEOUT``).  It groups them into chains by
-their ``RETRY_PARENT`` and ``retry: N`` tags and prints how the chains ended, the machine
-time of the failed attempts and the top causes of failure; ``--json`` prints the same as one
-JSON document.  ``chain`` prints every attempt of one chain, oldest first.
+``report`` reads the project's executions of the last ``--days`` days, newest first and
+page by page, with the token and host rules of ``retry.py`` (``VH_API_TOKEN``,
+``VALOHAI_HOST``, ``RETRY_API_TIMEOUT``), and prints how the chains ended, the machine time
+of the failed attempts and the top causes of failure (``--json``: one JSON document).
+``chain`` prints every attempt of one chain, oldest first.
 
-How executions are counted:
+Everything is read from the records ``retry.py`` leaves at the end of each attempt's status
+detail (:class:`retry.Record`), never from its wording:
 
-* A chain is a first attempt and the retries that followed it.  Its outcome is its last
-  attempt's: complete (on the first attempt, or recovered on retry N, by its tag); still
-  running (queued or running, or it says it started a retry that is not in the list yet);
-  or failed, and then its status detail tells why: gave up, not retried, could not relaunch.
-  A failure without a status detail of ``retry.py`` (the execution was stopped, killed, ran
-  out of memory, or does not use ``retry.py``) ends its chain "without a verdict".
-* An execution that never used ``retry.py`` is a chain of one attempt.
-* A chain that began before the period is counted by its attempts inside the period: its
-  outcome is still that of its last attempt, and only the failures inside the period count
-  for machine time and causes.  Nothing older than the period is read.
-* A duplicate retry (the API created it twice) that stood down belongs to no chain: it is
-  counted as stood down.  A duplicate that has not stood down is counted as a duplicate; the
-  chain goes on with its parent's first retry, as ``retry.py`` has it.
+* A chain is a first attempt and the retries that followed it: each attempt's record names
+  its heir.  Its outcome is its last attempt's: complete (on the first attempt, or
+  recovered on retry N); still running (queued or running, or it started a retry the list
+  does not show yet); or failed, as its record says: gave up, not retried, could not
+  relaunch.  A failure without a record (the execution was stopped, killed, ran out of
+  memory, or does not use ``retry.py``) ends its chain "without a verdict".
+* A chain that began before the period is counted by its attempts inside the period.
+* A copy of a retry that stood down belongs to no chain.  A copy its parent did not name
+  that did not stand down is counted as a duplicate.
 
-The reading is bounded (:class:`Bounds`): list pages, execution detail reads (one for each
-retry, to learn its ``RETRY_PARENT``), and time.  At a bound the report covers the newest
-executions it read, and says so.
+The reading is bounded (:class:`Bounds`): list pages, execution detail reads (only for
+what a list entry lacks), and time.  At a bound the report covers the newest executions
+it read, and says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -49,31 +46,13 @@ from typing import Any, NoReturn
 
 import retry
 
-__all__ = [
-    "Attempt",
-    "Bounds",
-    "Cause",
-    "Period",
-    "Report",
-    "build_report",
-    "cause_of",
-    "format_report",
-    "group_chains",
-    "main",
-    "normalize",
-    "outcome",
-    "read_period",
-    "report_json",
-    "summarize",
-]
-
 #: How many days a report looks back unless told.
 DEFAULT_DAYS = 7.0
 #: The longest period a report accepts, in days (ten years).
 MAX_DAYS = 3650.0
 #: List pages read at most: 20,000 executions at 100 a page.
 MAX_REPORT_PAGES = 200
-#: Execution details read at most (one per retry, for its RETRY_PARENT).
+#: Execution details read at most (for what list entries lack).
 MAX_REPORT_DETAILS = 2000
 #: Seconds of reading at most; a request under way then may still finish.
 REPORT_SECONDS = 180.0
@@ -90,9 +69,14 @@ NOT_RETRIED = "not_retried"
 RELAUNCH_FAILED = "relaunch_failed"
 RUNNING = "running"
 NO_VERDICT = "no_verdict"
-
-#: Statuses of executions that have not ended (valohai-cli's ``incomplete_execution_statuses``).
-INCOMPLETE_STATUSES = frozenset({"created", "queued", "started", "stopping"})
+#: How a chain whose last attempt failed ended, by that attempt's record.
+VERDICTS = {
+    "started": RUNNING,  # its retry is not in the list yet
+    "gave_up": GAVE_UP,
+    "not_retried": NOT_RETRIED,
+    "not_started": RELAUNCH_FAILED,
+    "unconfirmed": RELAUNCH_FAILED,
+}
 #: The cause of a failed attempt that left no status detail.
 NO_DETAIL = "(no status detail)"
 
@@ -110,16 +94,22 @@ def main(
 ) -> int:
     """Command line: ``report --project ID [--days N] [--json]`` or ``chain <counter> [--project ID]``.
 
-    Bad input ends with one line and :data:`retry.EXIT_BAD_CONFIG` (2); a token, host or
-    API problem with one line and the exit code of ``retry.py`` for it (3).  The keyword
-    arguments are for tests: the clocks, the sleep between API retries, the report's bounds.
+    Bad input ends with one line and exit code 2; a token, host or API problem with one
+    line and exit code 3.  The keyword arguments are for tests: the clocks, the sleep
+    between API retries, the report's bounds.
     """
     args = _parser().parse_args(argv)
     try:
         if args.command == "chain":
-            _print_chain(args, clock, sleep)
+            project = _project(args.project)
+            api = _api(retry.CHECK_BUDGET, clock, sleep)
+            print(format_chain(chain(api, project, args.counter)))
         else:
-            _print_report(args, bounds or Bounds(), now, clock, sleep)
+            days = _days(args.days)  # checked before anything is read: bad input costs no request
+            project = _project(args.project)
+            api = _api((bounds or Bounds()).seconds + API_GRACE, clock, sleep)
+            report = build_report(api, project, days=days, now=now(), clock=clock, bounds=bounds or Bounds())
+            print(json.dumps(report_json(report), indent=2) if args.json else format_report(report))
     except retry.RetryError as exc:
         _fail(str(exc), exc.exit_code)
     except Exception as exc:  # an answer of a shape never seen: one line all the same
@@ -147,72 +137,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_report(
-    args: argparse.Namespace,
-    bounds: Bounds,
-    now: Callable[[], float],
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-) -> None:
-    days = _days(args.days)  # checked before anything is read: bad input costs no request
-    project = _project(args.project)
-    api = _api(bounds.seconds + API_GRACE, clock, sleep)
-    report = build_report(api, project, days=days, now=now(), clock=clock, bounds=bounds)
-    print(json.dumps(report_json(report), indent=2) if args.json else format_report(report))
-
-
-def _print_chain(args: argparse.Namespace, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
-    project = _project(args.project)
-    api = _api(retry.CHECK_BUDGET, clock, sleep)
-    print(format_chain(chain(api, project, args.counter)))
-
-
 # --- one chain -------------------------------------------------------------------------
 
 
 def chain(api: retry.ValohaiAPI, project_id: str, counter: int) -> list[dict[str, Any]]:
     """Every attempt of the chain that execution ``counter`` belongs to, oldest first.
 
-    At most :data:`retry.MAX_RETRIES` + 1 attempts, whatever the variables and tags say; the
-    project's executions newer than the chain are read once (bounded as every list).
+    Backwards by each attempt's ``RETRY_PARENT``, forwards by the heir each record names:
+    one detail read per attempt, at most :data:`retry.MAX_RETRIES` + 1 of them, whatever
+    the project holds.  A tampered variable or record cannot make it loop.
     """
-    attempts = [api.get(f"/api/v0/executions/{project_id}:{counter}/", {"exclude": "metadata,events"})]
-    seen = {retry._hashable_id(attempts[0])}
-    # Backwards through RETRY_PARENT; a tampered variable cannot make it loop.
-    while (
-        len(attempts) <= retry.MAX_RETRIES
-        and (parent := retry.parent_of(attempts[0])) is not None
-        and parent not in seen
-    ):
-        attempts.insert(0, api.get(f"/api/v0/executions/{parent}/", {"exclude": "metadata,events"}))
+    try:
+        attempts = [_detail(api, f"{project_id}:{counter}")]
+    except retry.APIError as exc:
+        if exc.status == 404:
+            raise retry.APIError(f"execution #{counter} was not found in project {project_id}", 404) from None
+        raise
+    seen = {attempts[0].get("id")}
+    while len(attempts) <= retry.MAX_RETRIES and (parent := retry.parent_of(attempts[0])) not in (None, *seen):
+        attempts.insert(0, _detail(api, str(parent)))
         seen.add(parent)
-    later: dict[int, list[dict[str, Any]]] = {}  # the newer executions, by their retry number
-    for item in retry.executions_after(api, project_id, counter=retry.counter_of(attempts[-1]) or 0):
-        later.setdefault(retry.retry_number(retry.tags_of(item)), []).append(item)
-    while len(attempts) <= retry.MAX_RETRIES:  # forwards: each retry has a higher counter than its parent
-        last = attempts[-1]
-        floor = retry.counter_of(last) or 0
-        candidates = [
-            item for item in later.get(retry.retry_number(retry.tags_of(last)) + 1, []) if int(item["counter"]) > floor
-        ]
-        child = retry.first_retry(api, candidates, str(last.get("id")))
-        if child is None:
+    while len(attempts) <= retry.MAX_RETRIES:
+        record = retry.read_record(attempts[-1])
+        if record is None or record.heir is None or record.heir in seen:
             break
-        attempts.append(child)
+        attempts.append(_detail(api, record.heir))
+        seen.add(record.heir)
     return attempts
 
 
 def format_chain(attempts: Sequence[Mapping[str, Any]]) -> str:
-    """A table of attempts: counter, retry number, status, status detail, URL."""
+    """A table of attempts: counter, retry number, status, status detail (its words), URL."""
     lines = []
     for item in attempts:
-        fields = [
-            retry._counter_text(item),
-            f"retry {retry.retry_number(retry.tags_of(item))}",
-            item.get("status", "?"),
-        ]
-        fields += [retry._one_line(item.get("status_detail") or "-"), retry.display_url(item)]
-        lines.append("  ".join(str(field) for field in fields))
+        counter = retry.counter_of(item)
+        words = _words(item.get("status_detail")) or "-"
+        status = item.get("status") if isinstance(item.get("status"), str) else "?"
+        fields = [f"#{counter}" if counter is not None else "#?", f"retry {_retry_of(item)}", status, words]
+        lines.append(retry.printable("  ".join(str(field) for field in [*fields, retry.display_url(item)])))
     return "\n".join(lines)
 
 
@@ -238,13 +200,8 @@ class Report:
     since: float  # epoch seconds: the period's start
     executions: int
     chains: int
-    first_attempt: int
+    outcomes: dict[str, int]  # FIRST_ATTEMPT, GAVE_UP, ... -> chains
     recovered: dict[int, int]  # retry number that succeeded -> chains
-    gave_up: int
-    not_retried: int
-    relaunch_failed: int
-    running: int
-    no_verdict: int
     stood_down: int
     duplicates: int
     failed_attempts: int
@@ -264,10 +221,7 @@ def build_report(
     clock: Callable[[], float] = time.monotonic,
     bounds: Bounds | None = None,
 ) -> Report:
-    """Read the project's executions of the last ``days`` days before ``now`` and sum them up.
-
-    Raises :class:`retry.APIError` when the project cannot be seen or the API fails.
-    """
+    """Read the project's executions of the last ``days`` days before ``now`` and sum them up."""
     name = _project_name(api, project_id)
     since = now - days * 86_400
     period = read_period(api, project_id, since, bounds=bounds or Bounds(), clock=clock)
@@ -277,14 +231,14 @@ def build_report(
 def summarize(period: Period, *, project_id: str, project_name: str, days: float, since: float) -> Report:
     """The report on the executions of ``period``: chains and their outcomes, failures, causes."""
     grouping = group_chains(period.attempts)
-    outcomes = [outcome(path) for path in grouping.chains]
+    ends = [outcome(path) for path in grouping.chains]
     recovered: dict[int, int] = {}
-    for name, number in outcomes:
+    for name, number in ends:
         if name == RECOVERED:
             recovered[number] = recovered.get(number, 0) + 1
+    names = [name for name, _ in ends]
     failed = [attempt for attempt in period.attempts if attempt.failed]
     durations = [attempt.duration for attempt in failed if attempt.duration is not None]
-    names = [name for name, _ in outcomes]
     return Report(
         project_id=project_id,
         project_name=project_name,
@@ -292,13 +246,8 @@ def summarize(period: Period, *, project_id: str, project_name: str, days: float
         since=since,
         executions=len(period.attempts),
         chains=len(grouping.chains),
-        first_attempt=names.count(FIRST_ATTEMPT),
+        outcomes={name: names.count(name) for name in (FIRST_ATTEMPT, *VERDICTS.values(), NO_VERDICT)},
         recovered=dict(sorted(recovered.items())),
-        gave_up=names.count(GAVE_UP),
-        not_retried=names.count(NOT_RETRIED),
-        relaunch_failed=names.count(RELAUNCH_FAILED),
-        running=names.count(RUNNING),
-        no_verdict=names.count(NO_VERDICT),
         stood_down=len(grouping.stood_down),
         duplicates=len(grouping.duplicates),
         failed_attempts=len(failed),
@@ -312,63 +261,45 @@ def summarize(period: Period, *, project_id: str, project_name: str, days: float
 
 def format_report(report: Report) -> str:
     """The report as text: period, summary line, duplicates, failed machine time, top causes."""
-    lines = [
-        f"Retry chains of {report.project_name} since {_when(report.since)} (--days {report.days:g}):"
-        f" {report.executions} executions read",
-    ]
-    if report.stopped:
-        lines.append(_stop_note(report))
-    lines.append(_summary_line(report))
-    lines.append(f"Duplicate retries: stood down: {report.stood_down} | not stood down: {report.duplicates}")
-    machine_time = f"Machine time of failed attempts: {_duration_text(report.failed_seconds)}"
-    machine_time += f" over {report.failed_attempts} attempts"
-    if report.failed_without_duration:
-        machine_time += f" ({report.failed_without_duration} without a duration)"
-    lines.append(machine_time)
-    lines += _cause_lines(report.causes)
-    return "\n".join(lines)
-
-
-def _summary_line(report: Report) -> str:
-    recovered = sum(report.recovered.values())
+    name = retry.printable(report.project_name)
+    period = f"since {_when(report.since)} (--days {report.days:g})"
+    lines = [f"Retry chains of {name} {period}: {report.executions} executions read"]
+    if report.stopped and report.oldest is None:
+        lines.append(f"Stopped early, at {report.stopped}: no execution was read.")
+    elif report.stopped and report.oldest is not None:
+        lines.append(
+            f"Stopped early, at {report.stopped}: this report covers executions since"
+            f" {_when(report.oldest.created)} (#{report.oldest.counter} and newer), not the whole period."
+        )
     by_retry = ", ".join(f"retry {number}: {count}" for number, count in report.recovered.items())
-    parts = [
-        f"Chains: {report.chains}",
-        f"succeeded on the first attempt: {report.first_attempt}",
-        f"recovered: {recovered}" + (f" ({by_retry})" if by_retry else ""),
-        f"gave up: {report.gave_up}",
-        f"not retried (not transient): {report.not_retried}",
-        f"could not relaunch: {report.relaunch_failed}",
-        f"still running: {report.running}",
-        f"ended without a verdict: {report.no_verdict}",
-    ]
-    return " | ".join(parts)
-
-
-def _stop_note(report: Report) -> str:
-    if report.oldest is None:
-        return f"Stopped early, at {report.stopped}: no execution was read."
-    return (
-        f"Stopped early, at {report.stopped}: this report covers executions since"
-        f" {_when(report.oldest.created)} (#{report.oldest.counter} and newer), not the whole period."
+    counts = report.outcomes
+    lines.append(
+        f"Chains: {report.chains} | succeeded on the first attempt: {counts[FIRST_ATTEMPT]}"
+        f" | recovered: {sum(report.recovered.values())}"
+        + (f" ({by_retry})" if by_retry else "")
+        + f" | gave up: {counts[GAVE_UP]} | not retried (not transient): {counts[NOT_RETRIED]}"
+        f" | could not relaunch: {counts[RELAUNCH_FAILED]} | still running: {counts[RUNNING]}"
+        f" | ended without a verdict: {counts[NO_VERDICT]}"
     )
-
-
-def _cause_lines(causes: Sequence[Cause]) -> list[str]:
-    if not causes:
-        return ["Top causes of failed attempts: none"]
-    lines = ["Top causes of failed attempts:"]
-    for cause in causes[:TOP_CAUSES]:
-        lines.append(f"  {cause.count:>4}  {cause.cause}")
+    lines.append(f"Duplicate retries: stood down: {report.stood_down} | not stood down: {report.duplicates}")
+    spent = _duration_text(report.failed_seconds)
+    machine = f"Machine time of failed attempts: {spent} over {report.failed_attempts} attempts"
+    if report.failed_without_duration:
+        machine += f" ({report.failed_without_duration} without a duration)"
+    lines.append(machine)
+    lines.append("Top causes of failed attempts:" if report.causes else "Top causes of failed attempts: none")
+    for cause in report.causes[:TOP_CAUSES]:
+        lines.append(retry.printable(f"  {cause.count:>4}  {cause.cause}"))
         if cause.example:
-            lines.append(f"        e.g. {cause.example}")
-    if len(causes) > TOP_CAUSES:
-        lines.append(f"  ... and {len(causes) - TOP_CAUSES} more causes (--json lists them all)")
-    return lines
+            lines.append(retry.printable(f"        e.g. {cause.example}"))
+    if len(report.causes) > TOP_CAUSES:
+        lines.append(f"  ... and {len(report.causes) - TOP_CAUSES} more causes (--json lists them all)")
+    return "\n".join(lines)
 
 
 def report_json(report: Report) -> dict[str, Any]:
     """The report as one JSON-ready object, for dashboards and alerts."""
+    oldest = report.oldest.created if report.oldest else None
     return {
         "project": report.project_id,
         "project_name": report.project_name,
@@ -376,13 +307,9 @@ def report_json(report: Report) -> dict[str, Any]:
         "since": _iso(report.since),
         "executions": report.executions,
         "chains": report.chains,
-        FIRST_ATTEMPT: report.first_attempt,
+        FIRST_ATTEMPT: report.outcomes[FIRST_ATTEMPT],
         RECOVERED: {str(number): count for number, count in report.recovered.items()},
-        GAVE_UP: report.gave_up,
-        NOT_RETRIED: report.not_retried,
-        RELAUNCH_FAILED: report.relaunch_failed,
-        RUNNING: report.running,
-        NO_VERDICT: report.no_verdict,
+        **{name: report.outcomes[name] for name in (GAVE_UP, NOT_RETRIED, RELAUNCH_FAILED, RUNNING, NO_VERDICT)},
         "stood_down": report.stood_down,
         "duplicates": report.duplicates,
         "failed_attempts": report.failed_attempts,
@@ -391,7 +318,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "causes": [dataclasses.asdict(cause) for cause in report.causes],
         "whole_period": report.stopped is None,
         "stopped": report.stopped,
-        "covers_since": _iso(report.oldest.created) if report.oldest and report.oldest.created is not None else None,
+        "covers_since": _iso(oldest) if oldest is not None else None,
     }
 
 
@@ -404,10 +331,11 @@ class Attempt:
 
     id: str
     counter: int
-    retry: int  # its ``retry: N`` tag; 0 for a first attempt
-    parent: str | None  # RETRY_PARENT: the execution whose failure it retries
+    number: int  # its ``retry: N`` tag; 0 for a first attempt
+    parent: str | None  # RETRY_PARENT, when it was read: the execution whose failure it retries
     status: str
-    status_detail: str
+    record: retry.Record | None  # how it ended, as retry.py recorded it
+    cause: str  # the error its record names, else its status detail's words
     duration: float | None  # seconds, when the API gives it
     url: str
     created: float | None  # ctime, epoch seconds
@@ -415,7 +343,7 @@ class Attempt:
     @property
     def running(self) -> bool:
         """Whether it has not ended yet."""
-        return self.status in INCOMPLETE_STATUSES
+        return self.status in retry.INCOMPLETE_STATUSES
 
     @property
     def failed(self) -> bool:
@@ -424,13 +352,18 @@ class Attempt:
 
     @property
     def stood_down(self) -> bool:
-        """Whether it was a duplicate retry that left the work to the first copy."""
-        return self.status_detail.startswith("Stood down:")
+        """Whether it was a copy of a retry that left the work to the one its parent named."""
+        return self.record is not None and self.record.outcome == "stood_down"
+
+    @property
+    def heir(self) -> str | None:
+        """The retry its record names, if it started one."""
+        return self.record.heir if self.record is not None and self.record.outcome == "started" else None
 
 
 @dataclasses.dataclass
 class Grouping:
-    """Executions sorted into chains (oldest attempt first), stood-down and other duplicates."""
+    """Executions sorted into chains (oldest attempt first), stood-down copies and other duplicates."""
 
     chains: list[list[Attempt]] = dataclasses.field(default_factory=list)
     stood_down: list[Attempt] = dataclasses.field(default_factory=list)
@@ -438,25 +371,30 @@ class Grouping:
 
 
 def group_chains(attempts: Sequence[Attempt]) -> Grouping:
-    """Sort ``attempts`` into chains by ``RETRY_PARENT``; every attempt lands in one place.
+    """Sort ``attempts`` into chains; every attempt lands in one place.
 
-    A chain goes on with the lowest-counter retry of each attempt, as ``retry.py`` has it;
-    other retries of the same attempt (and what followed them) are duplicates.  Retries of
-    an execution that was not read (older than the period) start a chain of their own.  A
-    parent must be older than its retry, so a tampered ``RETRY_PARENT`` cannot make a loop.
+    An attempt's retry is the heir its record names; a retry no record names is placed by
+    its ``RETRY_PARENT``, and goes on with the chain only if its parent named none (then
+    the lowest counter, as ``retry.py`` has it).  Retries of an execution that was not read
+    (older than the period) start a chain of their own.  A parent must be older than its
+    retry, so a tampered variable or record cannot make a loop.
     """
     grouping = Grouping(stood_down=[attempt for attempt in attempts if attempt.stood_down])
     live = sorted((attempt for attempt in attempts if not attempt.stood_down), key=lambda attempt: attempt.counter)
     by_id = {attempt.id: attempt for attempt in live}
-    children: dict[str, list[Attempt]] = {}  # parent id -> its retries, oldest first
+    named_by = {attempt.heir: attempt.id for attempt in live if attempt.heir}
+    children: dict[str, list[Attempt]] = {}  # parent id -> its retries, the one that goes on first
     heads: list[Attempt] = []
     for attempt in live:
-        parent = by_id.get(attempt.parent) if attempt.parent else None
-        if attempt.parent and (parent is None or parent.counter < attempt.counter):
-            children.setdefault(attempt.parent, []).append(attempt)
+        parent_id = named_by.get(attempt.id) or attempt.parent
+        parent = by_id.get(parent_id) if parent_id else None
+        if parent_id and (parent is None or parent.counter < attempt.counter):
+            children.setdefault(parent_id, []).append(attempt)
         else:
             heads.append(attempt)
     for parent_id, retries in children.items():
+        heir = by_id[parent_id].heir if parent_id in by_id else None
+        retries.sort(key=lambda attempt: (heir is not None and attempt.id != heir, attempt.counter))
         if parent_id not in by_id:  # its parent is older than the period: the first retry heads a chain
             heads.append(retries[0])
             grouping.duplicates += _descendants(retries[1:], children)
@@ -484,33 +422,9 @@ def outcome(path: Sequence[Attempt]) -> tuple[str, int]:
     if last.running:
         return RUNNING, 0
     if last.status == "complete":
-        number = max(last.retry, len(path) - 1)  # the tag, unless the chain read shows more
+        number = max(last.number, len(path) - 1)  # the tag, unless the chain read shows more
         return (RECOVERED, number) if number else (FIRST_ATTEMPT, 0)
-    return _verdict(last.status_detail), 0
-
-
-# The status details that retry.py writes when an attempt fails (see retry._decide).
-_GAVE_UP = re.compile(r"Gave up after [0-9]+ retr(?:y|ies): ")
-_NOT_RETRIED = re.compile(r"Not retried\b")
-_STARTED = " - retry [0-9]+/[0-9]+ started as "
-_NOT_STARTED = (
-    " - could not start retry [0-9]+/[0-9]+: "
-    "| - retry [0-9]+/[0-9]+ may have been started, but the API never confirmed it"
-    "| - not retried: cannot tell which retry this is: "
-)
-
-
-def _verdict(detail: str) -> str:
-    """The outcome a failed last attempt's status detail tells."""
-    if _GAVE_UP.match(detail):
-        return GAVE_UP
-    if _NOT_RETRIED.match(detail):
-        return NOT_RETRIED
-    if re.search(_STARTED, detail):  # a retry was started, and the list does not show it yet
-        return RUNNING
-    if re.search(_NOT_STARTED, detail):
-        return RELAUNCH_FAILED
-    return NO_VERDICT
+    return VERDICTS.get(last.record.outcome if last.record else "", NO_VERDICT), 0
 
 
 # --- causes ----------------------------------------------------------------------------
@@ -521,44 +435,18 @@ def top_causes(failed: Sequence[Attempt]) -> list[Cause]:
     counts: dict[str, int] = {}
     examples: dict[str, str] = {}
     for attempt in sorted(failed, key=lambda attempt: -attempt.counter):
-        cause = cause_of(attempt.status_detail)
+        cause = normalize(attempt.cause) or NO_DETAIL
         counts[cause] = counts.get(cause, 0) + 1
         examples.setdefault(cause, attempt.url)
     ranked = sorted(counts, key=lambda cause: (-counts[cause], cause))
     return [Cause(cause=cause, count=counts[cause], example=examples[cause]) for cause in ranked]
 
 
-_VERDICT_PREFIX = re.compile(
-    r"Gave up after [0-9]+ retr(?:y|ies): "
-    r"|Not retried \(not a transient error\): "
-    r"|Not retried: this execution is tagged as retry [0-9]+, above the ceiling of [0-9]+;"
-    r" remove its 'retry:' tag to start a new chain: "
-)
-# Greedy: the last of these in the detail is retry.py's own suffix, whatever the error says.
-_VERDICT_SUFFIX = re.compile(f"(?s)(.*)(?:{_STARTED}|{_NOT_STARTED})")
-
-
-def cause_of(status_detail: str) -> str:
-    """The error a failed attempt's status detail names, as ``Type: message``, normalized.
-
-    ``retry.py``'s own words around the error (``Gave up after N retries: ``,
-    `` - retry N/R started as #C`` and the like) are taken off; see :func:`normalize`.
-    """
-    text = status_detail.strip()
-    if not text:
-        return NO_DETAIL
-    prefix = _VERDICT_PREFIX.match(text)
-    if prefix:
-        text = text[prefix.end() :]
-    suffix = _VERDICT_SUFFIX.match(text)
-    return normalize(suffix.group(1) if suffix else text)
-
-
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _HEX_ID = re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.IGNORECASE)
 _COUNTER = re.compile(r"#[0-9]+")
-# A number glued to a letter before it is part of a name (v1, s3, ipv4): kept.
-_NUMBER = re.compile(r"(?<![A-Za-z_])[0-9]+(?:\.[0-9]+)?")
+# A number glued to a name (node12, v10, s3, ipv4) is part of the name: kept whole.
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?:\.[0-9]+)*(?![A-Za-z_])")
 
 
 def normalize(message: str) -> str:
@@ -570,8 +458,7 @@ def normalize(message: str) -> str:
     text = _UUID.sub("<id>", message)
     text = _HEX_ID.sub("<id>", text)
     text = _COUNTER.sub("#<n>", text)
-    text = _NUMBER.sub("<n>", text)
-    return " ".join(text.split())
+    return " ".join(_NUMBER.sub("<n>", text).split())
 
 
 # --- reading the period ----------------------------------------------------------------
@@ -605,91 +492,85 @@ def read_period(
 ) -> Period:
     """The project's executions created from ``since`` (epoch seconds) on, newest first.
 
-    Pages are read as :func:`retry.execution_pages` reads them, until an execution
-    older than ``since`` (or to the end, if the server does not list newest first).
-    A retry whose list entry lacks its variables, or an ended execution whose entry lacks
-    its status detail, costs one detail read.  At a bound the reading stops before the
-    execution it could not read, so the period read is the newest part, without gaps.
+    First the list, page by page, until an execution older than ``since`` (or to the end,
+    if the server does not list newest first); then a detail read for each entry that
+    lacks what the report needs (:func:`_needs_detail`).  At a bound the reading stops
+    before the execution it could not read, so the period read is the newest part, without
+    gaps.  A retry deleted between the list and its detail read is left out.
     """
     bounds = bounds or Bounds()
     period = Period()
     deadline = clock() + bounds.seconds
-    pages = retry.execution_pages(api, project_id, max_pages=bounds.pages)
+    entries: list[tuple[dict[str, Any], float | None]] = []
     last, ordered = None, True
     try:
-        while clock() < deadline:  # checked between requests: what a page holds costs nothing more
-            page = next(pages, None)
-            if page is None:
-                return period
-            executions = list(filter(_is_execution, page))  # without an id and a counter nothing can be chained
+        for page in retry.execution_pages(api, project_id, max_pages=bounds.pages):
+            executions = [
+                item for item in page if retry.counter_of(item) is not None and isinstance(item.get("id"), str)
+            ]
             for item in executions:  # a server that does not keep the order asked is read to the end
                 ordered, last = ordered and (last is None or item["counter"] < last), item["counter"]
-            for item in executions:
-                created = _instant(item.get("ctime"))
-                if created is not None and created < since:
-                    if ordered:
-                        return period  # newest first: all that follows is older still
-                    continue
-                known = item
-                if _needs_detail(item):
-                    period.stopped = _detail_bound(period, bounds, late=clock() >= deadline)
-                    if period.stopped:
-                        return period
-                    known = _with_detail(api, item)
-                    period.details += 1
-                period.attempts.append(_attempt(known, created))
+            fresh = [(item, _instant(item.get("ctime"))) for item in executions]
+            entries += [(item, created) for item, created in fresh if created is None or created >= since]
+            if ordered and any(created is not None and created < since for _, created in fresh):
+                break  # newest first: all that follows is older still
+            if clock() >= deadline:
+                period.stopped = f"the time bound of {bounds.seconds:g} s"
+                break
     except retry.ListTooLongError:
         period.stopped = f"the bound of {bounds.pages} list pages"
-        return period
-    period.stopped = f"the time bound of {bounds.seconds:g} s"
+    named = {record.heir for item, _ in entries if (record := retry.read_record(item)) and record.outcome == "started"}
+    for item, created in entries:
+        known: dict[str, Any] | None = item
+        if _needs_detail(item, named):
+            if period.details >= bounds.details or clock() >= deadline:
+                late = period.details < bounds.details
+                period.stopped = (
+                    f"the time bound of {bounds.seconds:g} s"
+                    if late
+                    else f"the bound of {bounds.details} execution detail reads"
+                )
+                return period
+            known = _with_detail(api, item)
+            period.details += 1
+        if known is not None:
+            period.attempts.append(_attempt(known, created))
     return period
 
 
-def _detail_bound(period: Period, bounds: Bounds, *, late: bool) -> str | None:
-    """The bound that forbids one more detail read, if one does."""
-    if period.details >= bounds.details:
-        return f"the bound of {bounds.details} execution detail reads"
-    if late:
-        return f"the time bound of {bounds.seconds:g} s"
-    return None
+def _needs_detail(item: Mapping[str, Any], named: set[str]) -> bool:
+    """Whether a list entry lacks what the report needs (list entries may be abridged): a
+    status, an ended execution's status detail, or, for a retry no record names, its parent."""
+    record = retry.read_record(item)
+    placed = item.get("id") in named or (record is not None and record.outcome == "stood_down")
+    unplaced = _retry_of(item) > 0 and not placed and "environment_variables" not in item
+    ended = item.get("status") not in retry.INCOMPLETE_STATUSES
+    return unplaced or "status" not in item or (ended and "status_detail" not in item)
 
 
-def _is_execution(item: Any) -> bool:
-    return isinstance(item, dict) and retry.counter_of(item) is not None and isinstance(item.get("id"), str)
-
-
-def _needs_detail(item: Mapping[str, Any]) -> bool:
-    """Whether the list entry lacks what the report needs (list entries may be abridged)."""
-    lacks_parent = retry.retry_number(retry.tags_of(item)) > 0 and "environment_variables" not in item
-    ended = item.get("status") not in INCOMPLETE_STATUSES
-    return lacks_parent or "status" not in item or (ended and "status_detail" not in item)
-
-
-def _with_detail(api: retry.ValohaiAPI, item: dict[str, Any]) -> dict[str, Any]:
-    """The list entry completed by the execution's detail (as it is, if it was deleted since)."""
+def _with_detail(api: retry.ValohaiAPI, item: dict[str, Any]) -> dict[str, Any] | None:
+    """The list entry completed by the execution's detail; None if it was deleted since."""
     try:
-        detail = api.get(f"/api/v0/executions/{item['id']}/", {"exclude": "metadata,events"})
+        return {**item, **_detail(api, str(item["id"]))}
     except retry.APIError as exc:
         if exc.status == 404:
-            return item
+            return None
         raise
-    return {**item, **detail}
 
 
 def _attempt(item: Mapping[str, Any], created: float | None) -> Attempt:
-    parent = retry.parent_of(item)
-    status = item.get("status")
-    detail = item.get("status_detail")
-    duration = item.get("duration")
+    record = retry.read_record(item)
+    status, duration = item.get("status"), item.get("duration")
     if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not 0 <= duration < 1e12:
         duration = None  # missing, or not a length of time (NaN, infinite, negative, absurd)
     return Attempt(
         id=str(item["id"]),
         counter=int(item["counter"]),
-        retry=retry.retry_number(retry.tags_of(item)),
-        parent=str(parent) if parent else None,
+        number=_retry_of(item),
+        parent=retry.parent_of(item),
         status=status if isinstance(status, str) else "unknown",
-        status_detail=detail if isinstance(detail, str) else "",
+        record=record,
+        cause=record.cause if record is not None and record.cause else _words(item.get("status_detail")),
         duration=float(duration) if duration is not None else None,
         url=retry.display_url(item),
         created=created,
@@ -715,9 +596,22 @@ def _project_name(api: retry.ValohaiAPI, project_id: str) -> str:
 # --- plumbing: input, API client, time -------------------------------------------------
 
 
+def _detail(api: retry.ValohaiAPI, key: str) -> dict[str, Any]:
+    return api.get(f"/api/v0/executions/{key}/", {"exclude": "metadata,events"})
+
+
+def _retry_of(item: Mapping[str, Any]) -> int:
+    return retry.retry_number(retry.tags_of(item))
+
+
+def _words(status_detail: object) -> str:
+    """The part of a status detail written for people (the record, if any, taken off)."""
+    return status_detail.partition(retry.RECORD_MARK)[0].strip() if isinstance(status_detail, str) else ""
+
+
 def _days(text: str) -> float:
     """``--days`` as a number of days, or :class:`retry.ConfigError` (exit 2)."""
-    days = float(text) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text.strip()) else -1.0
+    days = float(text) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", text.strip()) else -1.0
     if not 0 < days <= MAX_DAYS:
         raise retry.ConfigError(
             f"--days must be a number of days above 0 and at most {MAX_DAYS:g}, got {retry.quote(text, 20)}"
@@ -726,13 +620,14 @@ def _days(text: str) -> float:
 
 
 def _project(given: str | None) -> str:
-    """The project id: ``--project``, else ``VH_PROJECT_ID``, else this execution's project."""
-    try:
-        return given or os.environ.get("VH_PROJECT_ID") or retry.read_execution().project_id
-    except retry.RetryError:
-        raise retry.ConfigError(
-            "no project: pass --project <id> (Project settings shows it) or set VH_PROJECT_ID"
-        ) from None
+    """The project id: ``--project``, else ``VH_PROJECT_ID``, else (in an execution) its project."""
+    project = given or os.environ.get("VH_PROJECT_ID")
+    if not project and os.environ.get("VH_JOB_ID"):  # a stray execution.json on a laptop is never read
+        with contextlib.suppress(retry.RetryError):
+            project = retry.read_execution().project_id
+    if not project:
+        raise retry.ConfigError("no project: pass --project <id> (Project settings shows it) or set VH_PROJECT_ID")
+    return project
 
 
 def _api(budget: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> retry.ValohaiAPI:
@@ -743,7 +638,7 @@ def _api(budget: float, clock: Callable[[], float], sleep: Callable[[float], Non
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"[chains] {message}\n")
+    sys.stderr.write(f"[chains] {retry.printable(message)}\n")
     sys.exit(code)
 
 
@@ -766,14 +661,9 @@ def _iso(timestamp: float) -> str:
 
 
 def _duration_text(seconds: float) -> str:
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
+    hours, rest = divmod(round(seconds), 3600)
     minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {secs} s"
-    return f"{secs} s"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 if __name__ == "__main__":

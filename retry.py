@@ -7,34 +7,31 @@ wrap your entry point::
 
     retry.run(main, retries=3, delay=60)
 
-The whole story, in the order this file tells it:
+The story, in the order this file tells it:
 
-1. :func:`run` calls ``main``.  A retry first waits out what is left of its delay (the
-   not-before instant it was handed), after checking that it is the one copy of its retry.
-2. When ``main`` raises, :func:`handle_failure` decides: an error that is not transient
-   (a bug) fails at once with ``Not retried ...``; when the ``retry: N`` tag says the
-   retries are used up, ``Gave up after N retries ...``; else a retry is started.
-3. On Valohai, the execution reads its own detail from the API, creates a copy of itself
-   tagged ``retry: N+1`` (same commit, step, parameters, inputs, environment, resources),
-   which must not start work before the failure plus the delay, sets its status detail and
-   exits with :data:`EXIT_RETRY_STARTED` (75): its machine is released at once.  If the
-   create call's answer is lost, the retry is looked for before it is asked for again.
-4. Locally (no ``VH_JOB_ID``), the failed process is replaced by a fresh run of the same
-   command line, with the retry number in ``RETRY_LOCAL_NUMBER``: no account needed.
-5. With ``checkpoint="<input>"``, the retry gets the failed attempt's newest checkpoint in
+1. :func:`run` calls ``main``.  A retry first makes sure that it is the copy its parent
+   named (see :class:`Record`), then waits out what is left of its delay.
+2. When ``main`` raises, :func:`handle_failure` asks :func:`decide`, a pure function of
+   the policy, the chain's state and the error: not retried (a bug), gave up (the
+   ``retry: N`` tag says the retries are used up), or retry N, not before an instant.
+3. A platform carries the decision out.  On Valohai the execution reads its own detail,
+   creates a copy of itself tagged ``retry: N+1`` that must not work before that
+   instant, names the copy in its status detail (its record) and exits at once with
+   :data:`EXIT_RETRY_STARTED` (75).  Locally (no ``VH_JOB_ID``) the same command runs
+   again in this process: no account needed.
+4. With ``checkpoint="<input>"`` the retry gets the failed attempt's newest checkpoint in
    that input, and :func:`checkpoint_path` tells the job where to resume from.
 
-The rest is the plumbing all that needs: the policy, tags, the retry's payload,
-checkpoints, the API client, the token and host, the status detail.  ``chains.py``,
-beside this file, queries chains and reports on them; this file needs nothing from it.
+Below them: the policy, the record, the retry's payload, checkpoints, the API client, the
+token and host, the status detail and the output.  ``chains.py`` beside this file reports
+on chains; this file needs nothing from it.
 
 Environment:
     ``VH_API_TOKEN``   API token, set as a *secret* project environment variable.
     ``VALOHAI_HOST``   API address; rarely needed: inside an execution the address of the
                        installation's own API is read from ``api.json``, and the default
                        is ``https://app.valohai.com``.
-    ``VH_CONFIG_DIR``  where ``execution.json`` and friends are (default ``/valohai/config``
-                       in an execution, ``.valohai/config`` locally, as valohai-utils has it).
+    ``VH_CONFIG_DIR``  where ``execution.json`` and friends are (as valohai-utils has it).
     ``RETRY_API_TIMEOUT``  read timeout of each API request in seconds (default 30).
 
 Exit codes: 0 success (or a duplicate retry that stood down), :data:`EXIT_GAVE_UP` (1),
@@ -46,14 +43,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import datetime
+import difflib
 import email.utils
 import fnmatch
 import inspect
 import ipaddress
 import json
-import math
 import os
 import random
 import re
@@ -65,23 +63,23 @@ import sys
 import threading
 import time
 import traceback
+import unicodedata
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
 
-import requests
-import requests.auth
-import valohai
-import valohai.paths
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
-
-try:  # valohai-utils' pre-signed call helper; set_status_detail() wraps it without a timeout
-    from valohai.internals.api_calls import send_api_request as _send_signed_request
-except ImportError:  # pragma: no cover - a future valohai-utils may move it
-    _send_signed_request = None  # type: ignore[assignment]
+try:
+    import requests
+    import requests.auth
+    import valohai
+    import valohai.paths
+    from urllib3.util import parse_url
+except ImportError as missing:  # pragma: no cover - the first thing a new project may hit
+    raise ImportError(
+        f"retry.py needs the packages requests and valohai-utils ({missing.name} is missing):"
+        " pip install requests valohai-utils"
+    ) from None
 
 # What a job calls or catches.  The building blocks below stay importable and documented.
 __all__ = [
@@ -102,10 +100,9 @@ __all__ = [
     "run",
 ]
 
-#: The attempt failed and a retry execution was started (``EX_TEMPFAIL``).
+#: The attempt failed and a retry was started (``EX_TEMPFAIL``).
 EXIT_RETRY_STARTED = 75
-#: The attempt failed for good: retries exhausted, the error is not transient, or the
-#: job itself exited with a non-zero code.
+#: The attempt failed for good: retries used up, not transient, or the job exited non-zero.
 EXIT_GAVE_UP = 1
 #: The retry settings (or the script's parameters) are invalid; nothing was relaunched.
 EXIT_BAD_CONFIG = 2
@@ -130,49 +127,39 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
     """
     runtime = runtime or Runtime()
     _remember_token(runtime.environ)
+    platform = _platform(runtime)
     try:
         policy = _process.policy = _policy_from(policy, settings)
-        attempt = _begin_attempt(runtime)
-    except (ConfigError, TypeError) as exc:
-        _end_process(_finish(f"invalid retry settings: {_one_line(exc)}", EXIT_BAD_CONFIG))
-    _announce(policy, attempt.number, runtime)
+        state = chain_state(runtime)
+    except ConfigError as exc:
+        _end_process(platform.record(f"invalid retry settings: {exc}", Record("invalid", 0), EXIT_BAD_CONFIG))
+    platform.announce(policy, state)
     try:
-        _stand_down_if_duplicate(attempt, policy, runtime)
-        if wait_for_turn(attempt.not_before, policy, attempt.number, runtime) > 0:
-            _stand_down_if_duplicate(attempt, policy, runtime)  # a copy the API showed late is seen now
+        platform.claim(state, policy)  # a duplicate of a retry stands down here
+        wait_for_turn(state.not_before, policy, state.done, runtime)
         result = _call(fn)
+    except _StoodDown:
+        _end_process(0)
     except SystemExit as stop:  # the job ended itself: respect it, but say so
-        _end_process(_job_exit(stop, attempt.number))
+        _end_process(_job_exit(stop, state, platform))
     except KeyboardInterrupt:
-        _finish(f"Not retried: attempt {attempt.number + 1} was interrupted (KeyboardInterrupt)", EXIT_GAVE_UP)
+        message = f"Not retried: attempt {state.done + 1} was interrupted (KeyboardInterrupt)"
+        platform.record(message, Record("not_retried", state.done, cause="KeyboardInterrupt"), EXIT_GAVE_UP)
         raise
     except _MisuseError as exc:
-        _end_process(_finish(f"invalid use of retry.run: {exc}", EXIT_BAD_CONFIG))
+        _end_process(platform.record(f"invalid use of retry.run: {exc}", Record("invalid", 0), EXIT_BAD_CONFIG))
     except BaseException as error:  # the point is to classify any failure (asyncio's CancelledError too)
         code = handle_failure(error, policy, runtime=runtime)
         del error  # drop the traceback's frames (and what they hold) before exiting
         _end_process(code)
-    _say(f"the job succeeded on attempt {attempt.number + 1}")
+    _say(f"the job succeeded on attempt {state.done + 1}")
     return result
-
-
-def _policy_from(policy: object, settings: Mapping[str, Any]) -> Policy:
-    if policy is None:
-        return Policy(**settings)
-    if not isinstance(policy, Policy):
-        raise ConfigError(f"policy must be a retry.Policy, got {type(policy).__name__}")
-    if settings:
-        raise ConfigError(f"give a policy or settings, not both (got {', '.join(sorted(settings))} too)")
-    return policy
-
-
-# --- the decision on a failure ---------------------------------------------------------
 
 
 def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | None = None) -> int:
     """Deal with ``error`` from an attempt: retry it or give up; return the exit code.
 
-    Prints the traceback and a one-line summary, and sets the status detail.  One failure
+    Prints the traceback and a one-line summary, and records the outcome.  One failure
     per process is acted on: a second call (another thread failing at the same time)
     starts nothing and returns the first call's exit code.  Locally the retry replaces
     this process, so the call does not return when a retry starts.
@@ -186,267 +173,489 @@ def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | N
                 f" not starting another retry for {describe(error)}"
             )
             return _process.outcome
-        _process.outcome = _decide(error, policy, runtime)
+        _print_traceback(error)
+        platform = _platform(runtime)
+        state = chain_state(runtime)
+        summary = describe(error)
+        if state.unknown:  # fail closed: an unknown count could restart the chain forever
+            message = f"{summary} - not retried: cannot tell which retry this is: {state.unknown}"
+            _process.outcome = platform.record(message, Record("not_started", 0, cause=summary), EXIT_RELAUNCH_FAILED)
+        else:
+            decision = decide(policy, state, error, now=runtime.now(), uniform=runtime.uniform)
+            _process.outcome = platform.carry_out(decision, state, policy, summary, error)
         return _process.outcome
 
 
-def _decide(error: BaseException, policy: Policy, runtime: Runtime) -> int:
-    _print_traceback(error)
-    summary = describe(error)
+def _policy_from(policy: object, settings: Mapping[str, Any]) -> Policy:
+    if policy is not None and not isinstance(policy, Policy):
+        raise ConfigError(f"policy must be a retry.Policy, got {type(policy).__name__}")
+    if policy is not None and settings:
+        raise ConfigError(f"give a policy or settings, not both (got {', '.join(sorted(settings))} too)")
+    unknown = sorted(set(settings) - {field.name for field in dataclasses.fields(Policy)})
+    if unknown:
+        names = [field.name for field in dataclasses.fields(Policy)]
+        close = difflib.get_close_matches(unknown[0], names, n=3, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise ConfigError(
+            f"retry.run got an unknown setting {quote(unknown[0])}{hint}; the settings are {', '.join(names)}"
+        )
+    return policy or Policy(**settings)
+
+
+# --- the decision ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainState:
+    """Where an attempt stands in its chain: all the chain hands to it, read once."""
+
+    done: int  # retries before this attempt: its ``retry: N`` (0 for the first attempt)
+    not_before: str | None = None  # do not start work before this instant (ISO 8601)
+    parent: str | None = None  # the execution whose failure this attempt retries (on Valohai)
+    checkpoint: str | None = None  # locally, the checkpoint file handed to this attempt
+    unknown: str | None = None  # why ``done`` could not be read, if it could not
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What to do about a failure.
+
+    ``outcome`` is ``"retry"`` (start retry ``number``, which must not work before
+    ``not_before``, epoch seconds, after waiting ``wait``), ``"gave_up"`` or
+    ``"not_retried"``; for those two, ``number`` is the retries done and ``reason`` the
+    verdict that goes in front of the error's summary.
+    """
+
+    outcome: str
+    number: int
+    wait: float = 0.0
+    not_before: float = 0.0
+    reason: str = ""
+
+
+def decide(
+    policy: Policy,
+    state: ChainState,
+    error: BaseException,
+    *,
+    now: float,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> Decision:
+    """The decision on a failure: a pure function of the policy, the chain and the error.
+
+    (``uniform`` draws the jitter and ``now`` dates the not-before instant, so that the
+    same inputs give the same decision.)
+    """
+    done = state.done
     try:
         transient = policy.should_retry(error)
     except Exception as exc:  # a broken retry_on predicate must not hide the real error
-        _print_traceback(exc)
-        return _finish(f"Not retried: retry_on raised {describe(exc)}: {summary}", EXIT_GAVE_UP)
+        return Decision("not_retried", done, reason=f"Not retried: retry_on raised {describe(exc)}")
     if not transient:
-        return _finish(f"Not retried (not a transient error): {summary}", EXIT_GAVE_UP)
-    try:
-        done = _retries_done(runtime)
-    except RetryError as exc:  # fail closed: an unknown count could restart the chain forever
-        return _finish(f"{summary} - not retried: cannot tell which retry this is: {exc}", exc.exit_code)
-    progress = _Progress(number=done + 1)
-    try:
-        if _out_of_retries(done, policy):
-            return _finish(_gave_up_message(done, summary), EXIT_GAVE_UP)
-        if runtime.on_valohai:
-            return _retry_on_valohai(error, summary, policy, progress, runtime)
-        return _retry_locally(error, summary, policy, progress, runtime)
-    except Exception as exc:
-        if not isinstance(exc, RetryError):  # a bug or an answer of a shape never seen
-            _print_traceback(exc)
-        reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {describe(exc)}"
-        which = f"retry {progress.number}/{policy.retries}"
-        if progress.maybe_created:
-            message = (
-                f"{summary} - {which} may have been started, but the API never confirmed it: {reason};"
-                f" look for the tag 'retry: {progress.number}' in the project's executions before starting anything"
-            )
-            return _finish(message, EXIT_RETRY_UNCONFIRMED)
-        code = exc.exit_code if isinstance(exc, RetryError) else EXIT_RELAUNCH_FAILED
-        return _finish(f"{summary} - could not start {which}: {reason}", code)
-
-
-@dataclasses.dataclass
-class _Progress:
-    """How far a relaunch got: what its failure message may claim."""
-
-    number: int
-    maybe_created: bool = False  # a create call was sent and its outcome is not known to be "no"
-
-
-def _retries_done(runtime: Runtime) -> int:
-    """How many retries came before this attempt (its ``retry: N``), from its config."""
-    if runtime.on_valohai:
-        return read_execution().retry
-    return current_retry(runtime)
-
-
-def _out_of_retries(done: int, policy: Policy) -> bool:
-    return done > MAX_RETRIES or done >= policy.retries
-
-
-def _gave_up_message(done: int, summary: str) -> str:
+        return Decision("not_retried", done, reason="Not retried (not a transient error)")
     if done > MAX_RETRIES:
-        return (
+        reason = (
             f"Not retried: this execution is tagged as retry {done}, above the ceiling of {MAX_RETRIES};"
-            f" remove its 'retry:' tag to start a new chain: {summary}"
+            " remove its 'retry:' tag to start a new chain"
         )
-    return f"Gave up after {done} {'retry' if done == 1 else 'retries'}: {summary}"
+        return Decision("not_retried", done, reason=reason)
+    if policy.retries == 0:
+        return Decision("not_retried", done, reason="Not retried: retrying is off (retries=0)")
+    if done >= policy.retries:
+        return Decision("gave_up", done, reason=f"Gave up after {done} {'retry' if done == 1 else 'retries'}")
+    wait = policy.wait_before(done + 1, error, uniform=uniform, now=now)
+    return Decision("retry", done + 1, wait=wait, not_before=now + wait)
 
 
-# --- relaunching on Valohai ------------------------------------------------------------
+# --- the record: an attempt's outcome, as data -----------------------------------------
+
+#: What an attempt can end with: ``started`` names its heir; the others name none.
+OUTCOMES = ("started", "unconfirmed", "not_started", "gave_up", "not_retried", "stood_down", "invalid")
+#: Where the record begins in a status detail: what precedes it is for people.
+RECORD_MARK = " | retry-record "
 
 
-def _retry_on_valohai(error: BaseException, summary: str, policy: Policy, progress: _Progress, runtime: Runtime) -> int:
-    token = read_token(runtime.environ)
-    execution = read_execution()
-    if execution.pipeline_id:
-        raise RetryError("this execution runs in a pipeline, which owns retrying: give its node on-error: retry")
-    if execution.task_id:
-        _say("this execution belongs to a task; the retry will run outside the task")
-    api = _api_for(runtime, token)
-    detail = api.get(f"/api/v0/executions/{execution.id}/", {"exclude": "metadata,events"})
-    # The count is the highest of every source read: a lost tag must not restart the chain.
-    done = max(execution.retry, retry_number(tags_of(detail)))
-    progress.number = done + 1
-    if _out_of_retries(done, policy):
-        return _finish(_gave_up_message(done, summary), EXIT_GAVE_UP)
-    not_before = _plan_wait(error, policy, progress.number, runtime)
-    if not_before is None:  # the delay was spent waiting here: it is not the API's time
-        api.reset_budget()
-    payload = build_retry_payload(detail, progress.number, parent_id=execution.id, not_before=not_before)
-    if policy.checkpoint:
-        current = payload["inputs"].get(policy.checkpoint, [])
-        outputs_api = _api_for(runtime, token, budget=CHECK_BUDGET)  # a slow list must not cost the retry
-        checkpoint = _checkpoint_on_valohai(outputs_api, execution, policy, runtime, current)
-        payload["inputs"] = _inputs_with_checkpoint(payload["inputs"], checkpoint, policy)
-        api.reset_budget()  # the time spent on checkpoints was not the create call's
-    created = relaunch(api, execution, progress.number, payload, progress=progress)
-    return _announce_retry(api, execution, created, summary=summary, policy=policy, number=progress.number)
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """How an attempt ended, as data: the last part of its status detail.
 
-
-def relaunch(
-    api: ValohaiAPI,
-    execution: Execution,
-    number: int,
-    payload: Mapping[str, Any],
-    *,
-    progress: _Progress | None = None,
-) -> dict[str, Any]:
-    """Create retry ``number`` of ``execution`` from ``payload``; return what is known of it.
-
-    Creating is not idempotent.  When the answer to the create call is lost, the
-    project's executions are searched for the retry first, and it is created again only
-    when it is not there.  A create whose answer arrives but cannot be read did create
-    the retry; it is looked up to learn its number (``{}`` when that fails too).
-    A retry created twice anyway (the API stored it after we gave up on the answer)
-    stands down when it starts: see :func:`run`.
+    The status detail is the one place a job writes that the API shows, in the
+    execution's detail and in list entries, so it carries the record: a person's
+    sentence, then :data:`RECORD_MARK` and this as JSON.  ``outcome`` is one of
+    :data:`OUTCOMES`; ``retry`` the retry number it concerns (the one started, or this
+    attempt's own); ``heir`` the id of the execution the attempt started and confirmed
+    as its retry (``started``), or of the copy that works (``stood_down``); ``cause``
+    the job's error.  Copies of a retry read their parent's
+    record to learn which one works; ``chains.py`` reads records to report.
     """
-    progress = progress or _Progress(number=number)
+
+    outcome: str
+    retry: int
+    heir: str | None = None
+    cause: str = ""
+
+
+def status_with_record(message: str, record: Record) -> str:
+    """The status detail that tells ``message`` to people and ``record`` to programs."""
+    data: dict[str, Any] = {"outcome": record.outcome, "retry": record.retry}
+    if record.heir:
+        data["heir"] = record.heir
+    if record.cause:
+        data["cause"] = _unmarked(_one_line(record.cause, 120))
+    tail = RECORD_MARK + json.dumps(data)
+    return _unmarked(_one_line(message, STATUS_DETAIL_LIMIT - len(tail))) + tail
+
+
+def read_record(item: Mapping[str, Any] | str | None) -> Record | None:
+    """The record of an execution (its detail or list entry) or status detail, if it has one."""
+    text = item.get("status_detail") if isinstance(item, Mapping) else item
+    _, mark, tail = text.rpartition(RECORD_MARK) if isinstance(text, str) else ("", "", "")
     try:
-        progress.maybe_created = True
-        return _create(api, payload)
-    except _UnreadableAnswerError as exc:
-        return _look_up_created(api, execution, number, payload, exc)
-    except _AmbiguousRequestError as exc:
-        _say(f"{exc}; looking for the retry before asking again")
-    except RetryError:  # a definite refusal: nothing was created
-        progress.maybe_created = False
-        raise
-    found = _find_created(api, execution, number, payload)
-    if found is not None:
-        _say(f"the retry was created after all: {_counter_text(found)}")
-        return found
-    try:
-        return _create(api, payload)
-    except _UnreadableAnswerError as exc:
-        return _look_up_created(api, execution, number, payload, exc)
-
-
-def _create(api: ValohaiAPI, payload: Mapping[str, Any]) -> dict[str, Any]:
-    return api.post("/api/v0/executions/", payload)
-
-
-def _find_created(
-    api: ValohaiAPI, execution: Execution, number: int, payload: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    like = {key: payload.get(key) for key in ("step", "title", "parameters")}
-    return find_retry(api, execution.project_id, execution.id, number, parent_counter=execution.counter, like=like)
-
-
-def _look_up_created(
-    api: ValohaiAPI, execution: Execution, number: int, payload: Mapping[str, Any], error: APIError
-) -> dict[str, Any]:
-    """The retry a create call made although its answer was unreadable (``{}`` if not found)."""
-    _say(f"{error}; the retry was created, looking up its number")
-    try:
-        found = _find_created(api, execution, number, payload)
-    except Exception as exc:  # the retry exists either way: this only names it
-        _say(f"could not look up the retry's number: {_one_line(exc)}")
-        return {}
-    return found or {}
-
-
-def _announce_retry(
-    api: ValohaiAPI, execution: Execution, created: Mapping[str, Any], *, summary: str, policy: Policy, number: int
-) -> int:
-    """Log and set the status detail of a started retry; nothing here can undo the start."""
-    counter = _counter_text(created)
-    message = f"{summary} - retry {number}/{policy.retries} started as {counter}"
-    try:
-        _say(f"retry {number}/{policy.retries} is execution {counter}: {display_url(created)}")
-        if number == 1 and policy.retries > 1:  # the project's variables do not change along the chain
-            message += _token_warning(api, execution.project_id, counter)
-    except Exception as exc:  # best effort: the retry exists whatever happens here
-        _say(f"could not check the project's variables: unexpected {describe(exc)}")
-    return _finish(message, EXIT_RETRY_STARTED)
-
-
-def _token_warning(api: ValohaiAPI, project_id: str, counter: str) -> str:
-    """A warning if the retry will lack the token, because it is not a project variable.
-
-    A token set on one execution only is not copied (a secret's value never leaves the
-    API), so the retry could not start retries of its own. Best effort: "" if unsure.
-    """
-    try:
-        project = api.get(f"/api/v0/projects/{project_id}/")
-    except RetryError as exc:
-        _say(f"could not check the project's variables: {exc}")
-        return ""
-    if "environment_variables" not in project or "VH_API_TOKEN" in _variables(project["environment_variables"]):
-        return ""
-    warning = (
-        f"warning: VH_API_TOKEN is not a project variable, so {counter} cannot start further retries:"
-        " add it as a secret in Project settings > Environment variables"
+        data = json.loads(tail) if mark else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("outcome") not in OUTCOMES:
+        return None
+    heir, cause = data.get("heir"), data.get("cause")
+    return Record(
+        outcome=data["outcome"],
+        retry=_integer(data.get("retry")) or 0,
+        heir=heir if isinstance(heir, str) and heir else None,
+        cause=cause if isinstance(cause, str) else "",
     )
-    _say(warning)
-    return f"; {warning}"
 
 
-def _stand_down_if_duplicate(attempt: _Attempt, policy: Policy, runtime: Runtime) -> None:
-    """On Valohai, make sure this is the one retry N of its parent; a duplicate exits 0.
+def _unmarked(text: str) -> str:
+    """``text`` that cannot be mistaken for the start of a record."""
+    return text.replace(RECORD_MARK.strip(), "retry record")
 
-    The create call is not idempotent, so a lost or late answer can leave two copies of
-    one retry.  The copy with the lowest counter does the work; any other stands down
-    before doing anything.  A lower copy that failed without starting a retry of its own
-    (it never got to the work) does not count.  When the check cannot be made, the work
-    is done.
-    """
-    if not (runtime.on_valohai and attempt.number and attempt.parent):
-        return
-    which = f"retry {attempt.number}/{policy.retries}"
-    try:
-        token = read_token(runtime.environ)
-        execution = read_execution()
-        api = _api_for(runtime, token, budget=CHECK_BUDGET)
-        like = {"step": execution.step, "title": execution.title}
-        twin = find_retry(
-            api, execution.project_id, attempt.parent, attempt.number, below=execution.counter, like=like, working=True
+
+class _StoodDown(Exception):  # noqa: N818 - not an error: a duplicate leaving the work to its twin
+    """A duplicate of a retry stood down (and said so); the process ends with 0."""
+
+
+# --- the platforms: Valohai, and this machine ------------------------------------------
+
+
+def _platform(runtime: Runtime) -> _Valohai | _Local:
+    return _Valohai(runtime) if runtime.on_valohai else _Local(runtime)
+
+
+class _Valohai:
+    """Retries as executions: read the chain, find the copy that works, create, record."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def announce(self, policy: Policy, state: ChainState) -> None:
+        attempt, tag = f"attempt {state.done + 1} of up to {policy.retries + 1}", format_retry_tag(state.done)
+        _say(f"{attempt}, running on Valohai as '{tag}'" if state.done else f"{attempt}, running on Valohai")
+        if policy.retries and not self.runtime.environ.get("VH_API_TOKEN", "").strip():
+            _say("warning: VH_API_TOKEN is not set, so a failure here cannot start a retry")
+
+    def claim(self, state: ChainState, policy: Policy) -> None:
+        """Make sure this is the copy that works: the one its parent's record names.
+
+        Creating an execution is not idempotent, so a lost answer can leave two copies
+        of one retry; the parent names the one it confirmed.  This copy works if it is
+        named, stands down (raises :class:`_StoodDown`) if another is, and waits,
+        bounded, while the parent has not ended.  A parent that ended without naming
+        one (killed while relaunching, its record lost) leaves it to the lowest copy
+        that works.  When the check cannot be made, the work is done.
+        """
+        if not state.parent or _process.claimed:
+            return
+        _process.claimed = True  # a second run() in this process is the same attempt
+        try:
+            me = read_execution()
+            api = self.api(budget=CHECK_BUDGET)
+            parent = _detail(api, state.parent)
+            record = read_record(parent)
+            if record is None and _status(parent) in INCOMPLETE_STATUSES:
+                wait_for_turn(state.not_before, policy, state.done, self.runtime)  # time to write it
+                parent, record = self._await_record(state.parent)
+        except RetryError as exc:
+            _say(f"could not read the record of its parent, so this copy does the work: {exc}")
+            return
+        number = record.retry if record else state.done
+        if record and record.outcome == "started" and record.heir == me.id:
+            return
+        if record and record.outcome == "started":
+            message = (
+                f"Stood down: its parent {_counter_text(parent)} named another execution"
+                f" as retry {number}/{policy.retries}"
+            )
+            self.record(f"{message}; this copy did nothing", Record("stood_down", number, heir=record.heir), 0)
+            raise _StoodDown
+        twin = self._lowest_working_copy(me, parent, number)
+        if twin is not None:
+            message = (
+                f"Stood down: {_counter_text(twin)} is already retry {number}/{policy.retries}"
+                " of the same failure and does the work"
+            )
+            self.record(
+                f"{message}; this copy did nothing", Record("stood_down", number, heir=_text(twin.get("id"))), 0
+            )
+            raise _StoodDown
+
+    def _await_record(self, parent_id: str) -> tuple[dict[str, Any], Record | None]:
+        """The parent's detail and record, once it has one or has ended; bounded by PARENT_WAIT."""
+        runtime = self.runtime
+        deadline = runtime.monotonic() + PARENT_WAIT
+        pause = 0.5
+        set_status_detail("Waiting for the failed execution to name its retry")
+        while True:
+            parent = _detail(self.api(budget=CHECK_BUDGET), parent_id)
+            record = read_record(parent)
+            if record is not None or _status(parent) not in INCOMPLETE_STATUSES:
+                return parent, record
+            if runtime.monotonic() + pause > deadline:
+                _say(f"its parent has neither ended nor named its retry after {PARENT_WAIT:g} s")
+                return parent, None
+            runtime.sleep(pause)
+            pause = min(pause * 2, 15.0)
+
+    def _lowest_working_copy(self, me: Execution, parent: Mapping[str, Any], number: int) -> dict[str, Any] | None:
+        """A copy of this retry below this one that does (or did) the work, if any.
+
+        Only when the parent ended without naming its retry: rare, so a scan of the
+        executions between parent and copy is affordable, and it is bounded.  Look-alikes
+        (a sweep's other chains) are told apart by everything the list shows before any
+        detail is read; a copy that failed without a verdict (it crashed or was stopped
+        before its job ran) or stood down does not count.
+        """
+        floor = counter_of(parent) or 0
+        like = {"step": me.step, "title": me.title, "parameters": _config_json("parameters.json") or None}
+        try:
+            found: list[dict[str, Any]] = []
+            api, ordered, last = self.api(budget=CHECK_BUDGET), True, None
+            for page in execution_pages(api, me.project_id, max_pages=FALLBACK_PAGES):
+                for item in page:
+                    counter = counter_of(item) or 0
+                    ordered, last = ordered and (last is None or counter < last), counter
+                    found += [item] if floor < counter < me.counter else []
+                if ordered and last is not None and last <= floor:
+                    break  # newest first, and down to the parent: nothing older is a copy
+            candidates = sorted(
+                (item for item in found if retry_number(tags_of(item)) == number and _alike(item, like)),
+                key=lambda item: counter_of(item) or 0,
+            )
+            for item in candidates[:FALLBACK_DETAILS]:
+                known = item if "environment_variables" in item else _detail(api, str(item.get("id")))
+                if parent_of(known) == parent.get("id") and _did_or_does_work(known):
+                    return known
+            if len(candidates) > FALLBACK_DETAILS:
+                raise APIError(f"more than {FALLBACK_DETAILS} look-alike executions to read; stopped there")
+        except RetryError as exc:
+            _say(f"could not check that this is the only retry {number} of its parent, so doing the work: {exc}")
+        return None
+
+    def carry_out(
+        self, decision: Decision, state: ChainState, policy: Policy, summary: str, error: BaseException
+    ) -> int:
+        """Record a verdict, or create the retry, name it in the record, and return 75."""
+        if decision.outcome != "retry":
+            record = Record(decision.outcome, decision.number, cause=summary)
+            return self.record(f"{decision.reason}: {summary}", record, EXIT_GAVE_UP)
+        number = decision.number
+        unconfirmed = False
+        try:
+            execution = read_execution()
+            if execution.pipeline_id:
+                raise RetryError(
+                    "this execution runs in a pipeline, which owns retrying: give its node on-error: retry"
+                )
+            if execution.task_id:
+                _say("this execution belongs to a task; the retry will run outside the task")
+            api = self.api()  # one budget for the whole relaunch
+            detail = _detail(api, execution.id)
+            done = retry_number(tags_of(detail))  # a lost tag in execution.json must not restart the chain
+            if done > state.done:
+                state = dataclasses.replace(state, done=done)
+                decision = decide(policy, state, error, now=self.runtime.now(), uniform=self.runtime.uniform)
+                if decision.outcome != "retry":
+                    return self.carry_out(decision, state, policy, summary, error)
+                number = decision.number
+            not_before = _plan_wait(decision, policy, self.runtime)
+            if not_before is None:  # the wait was spent here: the calls from now on get the whole budget
+                api = self.api()
+            payload = build_retry_payload(detail, number, parent_id=execution.id, not_before=not_before)
+            if policy.checkpoint:
+                payload["inputs"] = _inputs_with_checkpoint(payload["inputs"], api, execution, policy, self.runtime)
+            created, unconfirmed = _create(api, payload, policy.checkpoint)
+        except Exception as exc:
+            if not isinstance(exc, RetryError):  # a bug or an answer of a shape never seen
+                _print_traceback(exc)
+            reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {describe(exc)}"
+            if unconfirmed or isinstance(exc, _UnconfirmedError):
+                message = (
+                    f"{summary} - retry {number}/{policy.retries} may have been started,"
+                    f" but the API never confirmed it: {reason};"
+                    f" look for the tag 'retry: {number}' in the project's executions before starting anything"
+                )
+                return self.record(message, Record("unconfirmed", number, cause=summary), EXIT_RETRY_UNCONFIRMED)
+            code = exc.exit_code if isinstance(exc, RetryError) else EXIT_RELAUNCH_FAILED
+            return self.record(
+                f"{summary} - could not start retry {number}/{policy.retries}: {reason}",
+                Record("not_started", number, cause=summary),
+                code,
+            )
+        counter = counter_of(created)
+        _say(f"retry {number}/{policy.retries} is execution {_counter_text(created)}: {display_url(created)}")
+        message = f"{summary} - retry {number}/{policy.retries} started as #{counter}"
+        if counter is None:
+            message = f"{summary} - retry {number}/{policy.retries} started (the API did not say its number)"
+        return self.record(message, Record("started", number, heir=str(created["id"]), cause=summary), 75)
+
+    def record(self, message: str, record: Record, code: int) -> int:
+        """Write the record (retried: the next copy decides by it), log ``message``, return ``code``."""
+        if not _write_record(status_with_record(message, record), self.runtime.sleep):
+            _say("could not write the record of this attempt: its retry, if any, will look for copies itself")
+        _say(message)
+        return code
+
+    def api(self, *, budget: float = 0.0) -> ValohaiAPI:
+        """An API client with this attempt's token, host, timeouts, clock and sleep."""
+        environ = self.runtime.environ
+        return ValohaiAPI(
+            read_token(environ),
+            api_host(environ),
+            session=self.runtime.session,
+            budget=budget or API_BUDGET,
+            timeout=request_timeout(environ),
+            sleep=self.runtime.sleep,
+            clock=self.runtime.monotonic,
         )
-    except Exception as exc:  # the check is a safeguard: without it the work still happens
-        reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {describe(exc)}"
-        _say(f"could not check that this is the only {which} of its parent, so doing the work: {reason}")
-        return
-    if twin is None:
-        return
-    message = (
-        f"Stood down: {_counter_text(twin)} is already {which} of the same failure and does the work;"
-        f" this duplicate did nothing {display_url(twin)}".rstrip()
-    )
-    _end_process(_finish(message, 0))
 
 
-# --- relaunching locally ---------------------------------------------------------------
+def _plan_wait(decision: Decision, policy: Policy, runtime: Runtime) -> str | None:
+    """Wait here (``wait_in="failed"``) and return None, or return the retry's not-before instant."""
+    number, wait = decision.number, _seconds(decision.wait)
+    if policy.wait_in == "failed":
+        countdown(
+            decision.wait,
+            f"waiting {wait} s in this execution before starting retry {number}/{policy.retries}",
+            runtime,
+        )
+        return None
+    _say(f"retry {number}/{policy.retries} will wait {wait} s before it starts work")
+    return _format_instant(decision.not_before)
 
 
-def _retry_locally(error: BaseException, summary: str, policy: Policy, progress: _Progress, runtime: Runtime) -> int:
-    """Replace this process with a fresh run of the same command line (the retry)."""
-    number = progress.number
-    argv = list(runtime.argv) if runtime.argv is not None else _command_line()
-    not_before = _plan_wait(error, policy, number, runtime)
-    environ = {name: value for name, value in runtime.environ.items() if name not in _CHAIN_VARIABLES}
-    environ["RETRY_LOCAL_NUMBER"] = str(number)
-    if not_before:
-        environ["RETRY_NOT_BEFORE"] = not_before
-    if policy.checkpoint:
-        checkpoint = _newest_local_checkpoint(policy.checkpoint_pattern) or _handed_checkpoint()
-        if checkpoint:
-            environ["RETRY_CHECKPOINT"] = checkpoint
-            _say(f"the next process resumes from the checkpoint {checkpoint}")
+def _create(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | None) -> tuple[dict[str, Any], bool]:
+    """Create the retry; return the confirmed execution and whether an earlier create may have made a copy.
+
+    A create whose answer is lost (or a 5xx, or a 201 that cannot be read) may have
+    happened: it is sent again, at most :data:`MAX_CREATES` times, and a copy made all
+    the same stands down when it starts, since the record names only the confirmed one.
+    A create refused because of the checkpoint input (a purged datum, an input the
+    commit does not declare) is sent once more without it.
+    """
+    unconfirmed: APIError | None = None
+    for _ in range(MAX_CREATES):
+        try:
+            created = api.post("/api/v0/executions/", payload)
+        except _AmbiguousRequestError as exc:
+            unconfirmed = exc
+        except APIError as exc:
+            if exc.status == 400 and checkpoint in payload["inputs"] and unconfirmed is None:
+                _say(f"{exc}; sending it once more without the checkpoint, so the retry starts from the beginning")
+                payload["inputs"] = {name: urls for name, urls in payload["inputs"].items() if name != checkpoint}
+                continue
+            raise (_UnconfirmedError(str(exc)) if unconfirmed else exc) from None
         else:
-            _say("no checkpoint yet: the retry starts from the beginning")
-    _finish(f"{summary} - starting retry {number}/{policy.retries} as a new process", EXIT_RETRY_STARTED)
-    _flush()
-    # Normally this does not return: the retry takes over this process (same PID), so a
-    # chain holds one process at a time and signals reach the attempt that is running.
-    return runtime.replace_process(argv, environ, _STARTED_IN)
+            if _text(created.get("id")):
+                return created, unconfirmed is not None
+            unconfirmed = APIError("POST /api/v0/executions/: created, but the answer names no execution id")
+        _say(f"{unconfirmed}; asking once more (a copy made all the same will stand down)")
+    raise _UnconfirmedError(f"{unconfirmed} ({MAX_CREATES} tries)")
+
+
+def _did_or_does_work(item: Mapping[str, Any]) -> bool:
+    """Whether a copy of a retry is doing its job, will, or did: not one that failed
+    without a verdict of its own (crashed, stopped before its job ran) or stood down."""
+    record = read_record(item)
+    if record is not None:
+        return record.outcome not in ("stood_down", "invalid")
+    return _status(item) not in FAILED_STATUSES
+
+
+def _alike(item: Mapping[str, Any], like: Mapping[str, Any]) -> bool:
+    """False when ``item`` shows a field that differs from ``like``: it cannot be a copy."""
+    return all(item.get(key) in (None, value) for key, value in like.items() if value is not None)
+
+
+class _Local:
+    """Retries as fresh runs of the same command, in place of the failed process."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def announce(self, policy: Policy, state: ChainState) -> None:
+        attempt, tag = f"attempt {state.done + 1} of up to {policy.retries + 1}", format_retry_tag(state.done)
+        if self.runtime.environ.get("VH_JOB_ID"):
+            _say(f"{attempt}, running in a program the job started: its retries run as local processes")
+        else:
+            _say(f"{attempt}, running locally as '{tag}'" if state.done else f"{attempt}, running locally")
+
+    def claim(self, state: ChainState, policy: Policy) -> None:
+        """Nothing to check: locally one process of a chain runs at a time."""
+
+    def carry_out(
+        self, decision: Decision, state: ChainState, policy: Policy, summary: str, error: BaseException
+    ) -> int:
+        """Record a verdict, or replace this process with the retry (which does not return)."""
+        if decision.outcome != "retry":
+            return self.record(f"{decision.reason}: {summary}", Record(decision.outcome, decision.number), EXIT_GAVE_UP)
+        number, runtime = decision.number, self.runtime
+        try:
+            argv = list(runtime.argv) if runtime.argv is not None else _command_line()
+        except RetryError as exc:
+            return self.record(
+                f"{summary} - could not start retry {number}/{policy.retries}: {exc}",
+                Record("not_started", number),
+                exc.exit_code,
+            )
+        not_before = _plan_wait(decision, policy, runtime)
+        environ = {name: value for name, value in runtime.environ.items() if name not in CHAIN_VARIABLES}
+        environ["RETRY_LOCAL_NUMBER"] = str(number)
+        if not_before:
+            environ["RETRY_NOT_BEFORE"] = not_before
+        if policy.checkpoint:
+            handed = _newest_local_checkpoint(policy.checkpoint_pattern) or _handed_checkpoint(state)
+            if handed:
+                environ["RETRY_CHECKPOINT"] = handed
+                _say(f"the retry resumes from the checkpoint {handed}")
+            else:
+                where = Path(valohai.paths.get_outputs_path()).resolve()
+                _say(
+                    f"no finished checkpoint matching {quote(policy.checkpoint_pattern)} in {where}:"
+                    " the retry starts from the beginning"
+                )
+        self.record(
+            f"{summary} - starting retry {number}/{policy.retries}: the same command, in this process",
+            Record("started", number),
+            0,
+        )
+        _flush()
+        try:  # normally this does not return: the retry takes over this process (same pid)
+            return runtime.replace_process(argv, environ, _STARTED_IN)
+        except RetryError as exc:
+            return self.record(
+                f"could not start retry {number}/{policy.retries}: {exc}", Record("not_started", number), exc.exit_code
+            )
+
+    def record(self, message: str, record: Record, code: int) -> int:
+        """Locally the outcome is the last log line (there is no status detail to write)."""
+        _say(message)
+        return code
 
 
 def _replace_process(argv: Sequence[str], environ: Mapping[str, str], cwd: str) -> int:
     """Run ``argv`` in place of this process; on Windows, as a child whose code is returned."""
+    _end_children()
     if os.name != "posix":  # os.exec* on Windows starts a new process and exits 0 at once
         return subprocess.call(list(argv), env=dict(environ), cwd=cwd)
-    _end_daemonic_children()
     _reset_signals()
     try:
         os.chdir(cwd)
@@ -456,14 +665,17 @@ def _replace_process(argv: Sequence[str], environ: Mapping[str, str], cwd: str) 
     raise AssertionError("unreachable: os.execve returned")  # pragma: no cover
 
 
-def _end_daemonic_children() -> None:
-    """End the job's daemonic multiprocessing workers, as Python's own exit would.
-
-    A replaced process runs no exit handlers: without this they would outlive it.
-    """
+def _end_children() -> None:
+    """End the job's multiprocessing children as Python's own exit would, so that one
+    process of the chain runs at a time: daemonic ones are terminated, the others joined
+    (and terminated, with a message, if they do not end within CHILD_WAIT seconds)."""
     multiprocessing = sys.modules.get("multiprocessing")
     for child in multiprocessing.active_children() if multiprocessing else ():
-        if child.daemon:
+        if not child.daemon:
+            child.join(CHILD_WAIT)
+            if child.is_alive():
+                _say(f"ending the child process {child.pid}: still running {CHILD_WAIT:g} s after the attempt failed")
+        if child.is_alive():
             child.terminate()
             child.join(1)
 
@@ -471,9 +683,8 @@ def _end_daemonic_children() -> None:
 def _reset_signals() -> None:
     """Give the retry the signals of a fresh process: none blocked, none ignored.
 
-    A replaced process keeps both; a job that blocked or ignored SIGTERM would otherwise
-    hand that on, and its retry could not be stopped.  (Only the main thread can reset
-    handlers; the blocked set is this thread's, and is what the retry inherits.)
+    A replaced process keeps both, and a job that ignored SIGTERM would hand that on.
+    (Only the main thread can reset handlers; the blocked set is this thread's.)
     """
     with contextlib.suppress(AttributeError, OSError, ValueError):
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -484,34 +695,35 @@ def _reset_signals() -> None:
 
 
 def _command_line() -> list[str]:
-    """This process's command line as it started, runnable again from any folder."""
+    """This process's command line as it started, runnable again from any folder.
+
+    Python 3.10+ keeps the interpreter's own flags (``-u``, ``-X ...``); before, the
+    script or module runs again without them.
+    """
     script = _ARGV_AT_START[0] if _ARGV_AT_START else ""
     if script in ("", "-"):
         raise RetryError("the script was read from standard input, so it cannot be run again: save it to a file")
     if not sys.executable:
         raise RetryError("the path of the Python interpreter is unknown (sys.executable is empty)")
-    original = list(getattr(sys, "orig_argv", None) or [])  # 3.10+: keeps flags such as -u or -X
+    original = list(getattr(sys, "orig_argv", None) or [])
     if original:
         command = [sys.executable, *original[1:]]
         position = len(original) - len(_ARGV_AT_START)
         if 0 < position < len(command) and command[position] == script:  # a script path, not -c or -m
             command[position] = _script_path(script)
         return command
-    # Python 3.8 and 3.9: the command line is rebuilt from what the interpreter knows.
-    flags: list[str] = getattr(subprocess, "_args_from_interpreter_flags", list)()  # -O, -X, -W ...
     if script == "-c":
         raise RetryError("a program given with -c cannot be run again before Python 3.10: save it to a file")
     module = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
     if isinstance(module, str) and module != "__main__":  # python -m package.module
         module = module[: -len(".__main__")] if module.endswith(".__main__") else module
-        return [sys.executable, *flags, "-m", module, *_ARGV_AT_START[1:]]
-    return [sys.executable, *flags, _script_path(script), *_ARGV_AT_START[1:]]
+        return [sys.executable, "-m", module, *_ARGV_AT_START[1:]]
+    return [sys.executable, _script_path(script), *_ARGV_AT_START[1:]]
 
 
 def _script_path(script: str) -> str:
     """The script's absolute path, checked to be a file (or folder) that can be read again."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    # __main__.__file__ is absolute from Python 3.9 on, whatever os.chdir did before this import.
     path = main_file if isinstance(main_file, str) and os.path.isabs(main_file) else os.path.join(_STARTED_IN, script)
     if not (os.path.isfile(path) or os.path.isdir(path)):  # a pipe (/dev/stdin, <(...)) reads only once
         raise RetryError(
@@ -523,59 +735,69 @@ def _script_path(script: str) -> str:
 # How the job started: a retry starts the same way, whatever os.chdir or the job did since.
 _STARTED_IN = os.getcwd()
 _ARGV_AT_START = list(sys.argv)
+_STARTED_AT = time.time()
 
 
-# --- the attempt: its number, its turn, the job itself ---------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Attempt:
-    """What a chain hands to the attempt that runs now."""
-
-    number: int  # the retry number: 0 for the first attempt
-    not_before: str | None  # RETRY_NOT_BEFORE: do not start work before this instant
-    parent: str | None  # RETRY_PARENT: the execution whose failure this retries
-    checkpoint: str | None = None  # RETRY_CHECKPOINT: locally, the file to resume from
+# --- the attempt: its state, its turn, the job itself ----------------------------------
 
 
 @dataclasses.dataclass
 class _ProcessState:
-    """What one process remembers: its attempt, and the one failure it acted on."""
+    """What one process remembers: its chain state, its policy, the one failure it acted on."""
 
-    attempt: _Attempt | None = None
+    state: ChainState | None = None
     policy: Policy | None = None  # the running retry.run's: checkpoint_path() reads its settings
+    claimed: bool = False  # this retry made sure it is the copy that works
     outcome: int | None = None
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
 
 
 _process = _ProcessState()
 
-#: The variables a chain passes to its next attempt; consumed when the attempt starts.
-_CHAIN_VARIABLES = ("RETRY_LOCAL_NUMBER", "RETRY_NOT_BEFORE", "RETRY_PARENT", "RETRY_CHECKPOINT")
+#: The variables a chain hands to its next attempt; taken out of the environment when it starts.
+CHAIN_VARIABLES = ("RETRY_LOCAL_NUMBER", "RETRY_NOT_BEFORE", "RETRY_PARENT", "RETRY_CHECKPOINT")
 
 
-def _begin_attempt(runtime: Runtime) -> _Attempt:
-    """Read what the chain handed this attempt, and take it out of the environment.
+def chain_state(runtime: Runtime | None = None) -> ChainState:
+    """What the chain handed this attempt, read once per process and taken out of the environment.
 
-    Consumed, the variables cannot leak into programs the job starts (a helper script
-    that uses ``retry.run`` would otherwise think it is a late retry).
+    Taken out, the variables cannot leak into programs the job starts (a helper script
+    that uses ``retry.run`` would otherwise think it is a late retry).  On Valohai the
+    retry number is the ``retry: N`` tag of ``execution.json``; locally it is
+    ``RETRY_LOCAL_NUMBER`` (:class:`ConfigError` when that is not a number).
     """
-    if _process.attempt is not None:  # a second run() in this process (a thread, a later stage)
-        return _process.attempt
+    if _process.state is not None:  # a second run() in this process is the same attempt
+        return _process.state
+    runtime = runtime or Runtime()
     environ = runtime.environ
-    attempt = _Attempt(
-        number=_read_retry_number(runtime),
+    done, unknown = 0, None
+    if runtime.on_valohai:
+        try:
+            done = read_execution().retry
+        except RetryError as exc:  # the job still runs; a failure is then not relaunched
+            unknown = str(exc)
+    else:
+        raw = environ.get("RETRY_LOCAL_NUMBER", "").strip()
+        number = _ascii_count(raw) if raw else 0
+        if number is None or number > MAX_RETRIES:
+            raise ConfigError(
+                f"RETRY_LOCAL_NUMBER must be a retry number from 0 to {MAX_RETRIES}, got {quote(raw, 20)}"
+            )
+        done = number
+    state = ChainState(
+        done=done,
         not_before=environ.get("RETRY_NOT_BEFORE") or None,
-        parent=environ.get("RETRY_PARENT") or None,
+        parent=(environ.get("RETRY_PARENT") or None) if runtime.on_valohai else None,
         checkpoint=environ.get("RETRY_CHECKPOINT") or None,
+        unknown=unknown,
     )
     if isinstance(environ, MutableMapping):
-        for name in _CHAIN_VARIABLES:
+        for name in CHAIN_VARIABLES:
             environ.pop(name, None)
         if runtime.on_valohai:  # programs this one starts inherit it, and know they are not the execution
             environ["RETRY_OWNER_PID"] = str(os.getpid())
-    _process.attempt = attempt
-    return attempt
+    _process.state = state
+    return state
 
 
 def current_retry(runtime: Runtime | None = None) -> int:
@@ -583,36 +805,7 @@ def current_retry(runtime: Runtime | None = None) -> int:
 
     Raises :class:`ConfigError` when a local chain's ``RETRY_LOCAL_NUMBER`` is not a number.
     """
-    if _process.attempt is not None:  # run() read it, and took it out of the environment
-        return _process.attempt.number
-    return _read_retry_number(runtime or Runtime())
-
-
-def _read_retry_number(runtime: Runtime) -> int:
-    if runtime.on_valohai:
-        try:
-            return read_execution().retry
-        except RetryError:
-            return 0  # handle_failure reads it again and refuses to relaunch on an unknown count
-    raw = runtime.environ.get("RETRY_LOCAL_NUMBER", "").strip()
-    if not raw:
-        return 0
-    number = _ascii_count(raw)
-    if number is None or number > MAX_RETRIES:
-        raise ConfigError(f"RETRY_LOCAL_NUMBER must be a retry number from 0 to {MAX_RETRIES}, got {quote(raw, 20)}")
-    return number
-
-
-def _announce(policy: Policy, number: int, runtime: Runtime) -> None:
-    attempt, tag = f"attempt {number + 1} of up to {policy.retries + 1}", format_retry_tag(number)
-    if runtime.on_valohai:
-        _say(f"{attempt}, running on Valohai as '{tag}'" if number else f"{attempt}, running on Valohai")
-    elif runtime.environ.get("VH_JOB_ID"):
-        _say(f"{attempt}, running in a program the job started: its retries run as local processes")
-    else:
-        _say(f"{attempt}, running locally as '{tag}'" if number else f"{attempt}, running locally")
-    if runtime.on_valohai and policy.retries and not runtime.environ.get("VH_API_TOKEN", "").strip():
-        _say("warning: VH_API_TOKEN is not set, so a failure here cannot start a retry")
+    return chain_state(runtime).done
 
 
 def wait_for_turn(not_before: str | None, policy: Policy, number: int, runtime: Runtime) -> float:
@@ -620,7 +813,7 @@ def wait_for_turn(not_before: str | None, policy: Policy, number: int, runtime: 
 
     The instant is honoured whatever the retry number says.  An unparsable instant, or
     one further away than the policy's longest wait (clock skew, tampering), is clamped
-    to that longest wait with a warning.
+    to that longest wait with a warning.  Once the instant has passed, this costs nothing.
     """
     if not not_before:
         return 0.0
@@ -635,8 +828,9 @@ def wait_for_turn(not_before: str | None, policy: Policy, number: int, runtime: 
         remaining = longest
     if remaining <= 0:
         return 0.0
-    set_status_detail(f"Waiting {remaining:.0f} s before retry {number}/{policy.retries} starts work")
-    countdown(remaining, f"retry {number}/{policy.retries} waits {remaining:.0f} s before it starts work", runtime)
+    left = _seconds(remaining)
+    set_status_detail(f"Waiting {left} s before retry {number}/{policy.retries} starts work")
+    countdown(remaining, f"retry {number}/{policy.retries} waits {left} s before it starts work", runtime)
     return remaining
 
 
@@ -662,18 +856,6 @@ def countdown(seconds: float, message: str, runtime: Runtime | None = None) -> N
         runtime.sleep(late)
 
 
-def _plan_wait(error: BaseException, policy: Policy, number: int, runtime: Runtime) -> str | None:
-    """Wait here (``wait_in="failed"``) or return the retry's not-before instant."""
-    wait = policy.wait_before(number, error, uniform=runtime.uniform, now=runtime.now())
-    if policy.wait_in == "failed":
-        countdown(
-            wait, f"waiting {wait:.0f} s in this execution before starting retry {number}/{policy.retries}", runtime
-        )
-        return None
-    _say(f"retry {number}/{policy.retries} will wait {wait:.0f} s before it starts work")
-    return _format_instant(runtime.now() + wait)
-
-
 def _call(fn: Callable[[], T]) -> T:
     """Call the job; a coroutine it returns (``async def``) is run to its end."""
     if not callable(fn):
@@ -685,18 +867,24 @@ def _call(fn: Callable[[], T]) -> T:
         return result
     try:
         asyncio.get_running_loop()
+        in_a_loop = True
     except RuntimeError:  # no loop running in this thread: the normal case
-        return asyncio.run(result)  # type: ignore[no-any-return]
-    result.close()
-    raise _MisuseError("it got a coroutine inside a running event loop: call retry.run from synchronous code")
+        in_a_loop = False
+    if in_a_loop:
+        result.close()
+        raise _MisuseError("it got a coroutine inside a running event loop: call retry.run from synchronous code")
+    return asyncio.run(result)  # type: ignore[no-any-return]  # outside the except: no error "while handling"
 
 
-def _job_exit(stop: SystemExit, number: int) -> int:
+def _job_exit(stop: SystemExit, state: ChainState, platform: _Valohai | _Local) -> int:
     """The exit code for a job that called ``sys.exit``: its own success, or a failure for good."""
     if stop.code is None or stop.code == 0:
-        _say(f"the job succeeded on attempt {number + 1} (it called sys.exit({stop.code!r}))")
+        _say(f"the job succeeded on attempt {state.done + 1} (it called sys.exit({stop.code!r}))")
         return 0
-    return _finish(f"Not retried: the job called sys.exit({_one_line(repr(stop.code), 80)})", EXIT_GAVE_UP)
+    code = _one_line(repr(stop.code), 80)
+    return platform.record(
+        f"Not retried: the job called sys.exit({code})", Record("not_retried", state.done), EXIT_GAVE_UP
+    )
 
 
 def _end_process(code: int) -> NoReturn:
@@ -709,10 +897,11 @@ def _end_process(code: int) -> NoReturn:
     with _process.lock:  # a relaunch under way in another thread ends first
         code = code if _process.outcome is None else _process.outcome
     in_main = threading.current_thread() is threading.main_thread()
-    waiting_for = _live_threads()
+    me = threading.current_thread()
+    waiting_for = [t.name for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
     if in_main and (code == 0 or not waiting_for):
         sys.exit(code)
-    if not in_main:
+    if not in_main and code:
         _say(f"retry.run ran outside the main thread: ending the whole process with exit code {code}")
     else:
         _say(f"ending the process with exit code {code} now, not waiting for its threads {', '.join(waiting_for)}")
@@ -720,15 +909,7 @@ def _end_process(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _live_threads() -> list[str]:
-    """Names of the other threads that would keep the process alive (not daemons)."""
-    me = threading.current_thread()
-    return [
-        thread.name for thread in threading.enumerate() if thread is not me and not thread.daemon and thread.is_alive()
-    ]
-
-
-# --- what is transient -----------------------------------------------------------------
+# --- what is transient, and the policy -------------------------------------------------
 
 TRANSIENT_HTTP_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -746,52 +927,47 @@ def is_transient(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if _is_transient_itself(current):
-            return True
+        if isinstance(current, requests.HTTPError):
+            if _integer(getattr(current.response, "status_code", None)) in TRANSIENT_HTTP_STATUSES:
+                return True
+        elif isinstance(
+            current, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError, socket.timeout)
+        ):
+            return True  # (socket.timeout is TimeoutError only from Python 3.10 on)
         current = current.__cause__
     return False
 
 
-def _is_transient_itself(error: BaseException) -> bool:
-    if isinstance(error, requests.HTTPError):
-        return _status_of(error) in TRANSIENT_HTTP_STATUSES
-    # socket.timeout is TimeoutError only from Python 3.10 on.
-    transient = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError, socket.timeout)
-    return isinstance(error, transient)
-
-
-def _status_of(error: BaseException) -> int | None:
-    return _integer(getattr(getattr(error, "response", None), "status_code", None))
-
-
 def retry_after_seconds(error: BaseException | None, now: float | None = None) -> float:
     """The wait that a 429 or 503 error's ``Retry-After`` header asks for (0 if none)."""
-    if error is None or _status_of(error) not in (429, 503):
+    response = getattr(error, "response", None)
+    if _integer(getattr(response, "status_code", None)) not in (429, 503):
         return 0.0
     try:
-        value = str(error.response.headers.get("Retry-After", "")).strip()  # type: ignore[attr-defined]
+        value = str(response.headers.get("Retry-After", ""))  # type: ignore[union-attr]
     except Exception:  # an odd response object: no header to honour
         return 0.0
+    return _retry_after(value, time.time() if now is None else now)
+
+
+def _retry_after(value: str, now: float) -> float:
+    """Seconds a ``Retry-After`` value asks for: ASCII digits or an HTTP date; 0 for anything else."""
+    value = value.strip()
     seconds = _ascii_count(value)
     if seconds is not None:
         return float(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.timezone.utc)
-        moment = when.timestamp()
+        moment = (when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp()
     except Exception:  # not a date either: no header to honour
         return 0.0
-    current = time.time() if now is None else now
-    return max(0.0, moment - current)
+    return max(0.0, moment - now)
 
 
 def _ascii_count(text: str) -> int | None:
     """``text`` as a count when it is 1 to 9 ASCII digits (so never ``²`` or a huge number)."""
     return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
 
-
-# --- the policy ------------------------------------------------------------------------
 
 #: Hard ceiling on retries: a chain can never grow past it, whatever the tags say.
 MAX_RETRIES = 100
@@ -815,7 +991,7 @@ class Policy:
     plain constant delay.
 
     ``wait_in`` says where the wait is spent: ``"retry"`` (default) starts the retry at
-    once and lets it wait before it does work, which frees the failed machine;
+    once and lets it wait before it does work, so recovery overlaps its start-up;
     ``"failed"`` keeps the failed execution waiting before it asks for the retry.
 
     ``checkpoint`` names the step's input through which a retry gets the newest
@@ -844,10 +1020,12 @@ class Policy:
             raise ConfigError(f"delay ({self.delay} s) must not exceed max_delay ({self.max_delay} s)")
         if self.wait_in not in ("retry", "failed"):
             raise ConfigError(f"wait_in must be 'retry' or 'failed', got {quote(self.wait_in)}")
-        if not callable(self.retry_on) and not _is_exception_types(self.retry_on):
+        types = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
+        if not callable(self.retry_on) and not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
             raise ConfigError("retry_on must be a predicate or exception types")
-        if self.checkpoint is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(self.checkpoint)):
-            raise ConfigError(f"checkpoint must be the name of one of the step's inputs, got {quote(self.checkpoint)}")
+        name = self.checkpoint
+        if name is not None and not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)):
+            raise ConfigError(f"checkpoint must be the name of one of the step's inputs, got {quote(name)}")
         if not isinstance(self.checkpoint_pattern, str) or not self.checkpoint_pattern.strip():
             raise ConfigError(f"checkpoint_pattern must be a file name pattern, got {quote(self.checkpoint_pattern)}")
 
@@ -877,16 +1055,9 @@ def _check_number(name: str, value: object, low: float, high: float, *, integer:
         raise ConfigError(f"{name} must be {kind} from {low:g} to {high:g}, got {quote(value)}")
 
 
-def _is_exception_types(value: object) -> bool:
-    types = value if isinstance(value, tuple) else (value,)
-    return all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in types)
-
-
 # --- tags ------------------------------------------------------------------------------
 
 _RETRY_TAG = re.compile(r"^\s*retry\s*:\s*([0-9]+)\s*$", re.IGNORECASE)
-# Longer digit strings are absurd counts; int() on huge strings is slow or refused.
-_MAX_TAG_DIGITS = 9
 
 
 def format_retry_tag(number: int) -> str:
@@ -899,7 +1070,7 @@ def _parse_retry_tag(tag: object) -> int | None:
     if match is None:
         return None
     digits = match.group(1)
-    return int(digits) if len(digits) <= _MAX_TAG_DIGITS else 10**_MAX_TAG_DIGITS
+    return int(digits) if len(digits) <= 9 else 10**9  # a longer count is absurd; int() on it slow
 
 
 def retry_number(tags: Sequence[object]) -> int:
@@ -908,14 +1079,12 @@ def retry_number(tags: Sequence[object]) -> int:
     Tolerant: other tags, non-strings and malformed ``retry:`` tags are ignored, and
     spacing and case may vary (``retry:2``, ``Retry : 2``).
     """
-    numbers = [number for number in map(_parse_retry_tag, tags) if number is not None]
-    return max(numbers, default=0)
+    return max((number for number in map(_parse_retry_tag, tags) if number is not None), default=0)
 
 
 def retry_tags(tags: Sequence[object], number: int) -> list[str]:
     """``tags`` without their ``retry: N`` tags, plus the tag for retry ``number``."""
-    kept = [tag for tag in tags if isinstance(tag, str) and _parse_retry_tag(tag) is None]
-    return [*kept, format_retry_tag(number)]
+    return [*(tag for tag in tags if isinstance(tag, str) and _parse_retry_tag(tag) is None), format_retry_tag(number)]
 
 
 def tags_of(item: Mapping[str, Any]) -> list[str]:
@@ -923,9 +1092,7 @@ def tags_of(item: Mapping[str, Any]) -> list[str]:
     tags = item.get("tags")
     if isinstance(tags, str):  # never split a string into letters
         return [tags]
-    if not isinstance(tags, list):
-        return []
-    names = [tag.get("name") if isinstance(tag, dict) else tag for tag in tags]
+    names = [tag.get("name") if isinstance(tag, dict) else tag for tag in tags] if isinstance(tags, list) else []
     return [name for name in names if isinstance(name, str)]
 
 
@@ -933,12 +1100,7 @@ def tags_of(item: Mapping[str, Any]) -> list[str]:
 
 
 def build_retry_payload(
-    detail: Mapping[str, Any],
-    number: int,
-    *,
-    parent_id: str,
-    not_before: str | None = None,
-    config: Path | None = None,
+    detail: Mapping[str, Any], number: int, *, parent_id: str, not_before: str | None = None
 ) -> dict[str, Any]:
     """The body of ``POST /api/v0/executions/`` that creates retry ``number`` of ``detail``.
 
@@ -947,39 +1109,49 @@ def build_retry_payload(
     preset, environment variable groups and the non-secret environment variables.  A
     secret comes back from the API without its value and is never sent; the retry inherits
     the project's variables and secrets instead.  Tags are the current ones with
-    ``retry: number`` replacing old retry tags.
+    ``retry: number`` replacing old retry tags.  ``_restart`` (Valohai's own input after a
+    spot restart) is never sent.
     """
-    project = _id_of(detail.get("project"))
+    project = _value_of(detail.get("project"), "id")
     commit = _value_of(detail.get("commit"), "identifier")
-    step = detail.get("step") if isinstance(detail.get("step"), str) else None
+    step = _text(detail.get("step"))
     missing = [name for name, value in (("project", project), ("commit", commit), ("step", step)) if not value]
     if missing:
         raise RetryError(f"the execution's detail lacks {', '.join(missing)}: not relaunching from partial data")
-    variables = _plain_variables(detail.get("environment_variables"))
+    variables = {
+        name: str(_variable_value(entry))
+        for name, entry in _variables(detail.get("environment_variables")).items()
+        if _variable_value(entry) is not None
+        and not (isinstance(entry, dict) and entry.get("secret"))
+        and name not in ("VH_API_TOKEN", *CHAIN_VARIABLES)
+    }
     variables["RETRY_PARENT"] = parent_id
     if not_before:
         variables["RETRY_NOT_BEFORE"] = not_before
+    parameters = detail.get("parameters")
     payload: dict[str, Any] = {
         "project": project,
         "commit": commit,
         "step": step,
-        "parameters": _parameters(detail, config),
-        "inputs": _inputs(detail, config),
+        "parameters": dict(parameters) if isinstance(parameters, dict) else _config_json("parameters.json"),
+        "inputs": {name: urls for name, urls in _inputs(detail).items() if name != "_restart"},
         "tags": retry_tags(tags_of(detail), number),
         "environment_variables": variables,
     }
     # The keys and their shapes follow the official CLI's create payload (valohai-cli 0.37,
     # valohai_cli/commands/execution/run/dynamic_run_command.py, lines 236-263), and so does
     # the rule: a key is left out only when the detail has no value for it (None or "").
+    groups = detail.get("environment_variable_groups")
+    group_ids = [found for group in groups if (found := _value_of(group, "id"))] if isinstance(groups, list) else []
     optional = {
-        "environment": _id_of(detail.get("environment")),
+        "environment": _value_of(detail.get("environment"), "id"),
         "image": _text(detail.get("image")),
         "title": _text(detail.get("title")),
         "time_limit": _integer(detail.get("time_limit")),
         "priority": _integer(detail.get("priority")),
         "runtime_config": detail.get("runtime_config") if isinstance(detail.get("runtime_config"), dict) else None,
-        "runtime_config_preset": _id_of(detail.get("runtime_config_preset")),
-        "environment_variable_groups": _ids(detail.get("environment_variable_groups")) or None,
+        "runtime_config_preset": _value_of(detail.get("runtime_config_preset"), "id"),
+        "environment_variable_groups": group_ids or None,
     }
     payload.update({key: value for key, value in optional.items() if value not in (None, "")})
     # Whether a new execution gets the project's variables and secrets (VH_API_TOKEN among
@@ -989,36 +1161,27 @@ def build_retry_payload(
     return payload
 
 
-def _id_of(value: Any) -> str | None:
-    return _value_of(value, "id")
-
-
-def _ids(value: Any) -> list[str]:
-    """Ids from a list of ids or of objects with an ``id``."""
-    return [found for item in value if (found := _id_of(item))] if isinstance(value, list) else []
-
-
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _integer(value: Any) -> int | None:
+    """``value`` if it is an integer (never a bool), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _value_of(value: Any, key: str) -> str | None:
+    """``value[key]`` of an object, or ``value`` itself, as a non-empty string."""
     if isinstance(value, dict):
         value = value.get(key)
-    return str(value) if isinstance(value, (str, int)) and value else None
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None
 
 
 def _variables(value: Any) -> dict[str, Any]:
     """Environment variables from the API as ``{name: entry}``, whatever shape they come in."""
     if isinstance(value, list):  # tolerate [{"name": ..., "value": ...}]
         value = {item.get("name"): item for item in value if isinstance(item, dict)}
-    if not isinstance(value, dict):
-        return {}
-    return {name: entry for name, entry in value.items() if isinstance(name, str)}
+    return {name: entry for name, entry in value.items() if isinstance(name, str)} if isinstance(value, dict) else {}
 
 
 def _variable_value(entry: Any) -> Any:
@@ -1026,36 +1189,14 @@ def _variable_value(entry: Any) -> Any:
     return entry.get("value") if isinstance(entry, dict) else entry
 
 
-def _plain_variables(variables: Any) -> dict[str, str]:
-    """Non-secret variables as ``{name: value}``; secrets and our own markers dropped."""
-    plain = {}
-    for name, item in _variables(variables).items():
-        secret = isinstance(item, dict) and bool(item.get("secret"))
-        value = _variable_value(item)
-        ours = name in ("VH_API_TOKEN", *_CHAIN_VARIABLES)
-        if value is not None and not secret and not ours:
-            plain[name] = str(value)
-    return plain
-
-
-def _parameters(detail: Mapping[str, Any], config: Path | None) -> dict[str, Any]:
-    if isinstance(detail.get("parameters"), dict):
-        return dict(detail["parameters"])
-    path = (config or config_dir()) / "parameters.json"
-    return _read_json_object(path) if path.exists() else {}
-
-
-def _inputs(detail: Mapping[str, Any], config: Path | None) -> dict[str, list[str]]:
+def _inputs(detail: Mapping[str, Any]) -> dict[str, list[str]]:
     """Inputs as ``{name: [url, ...]}``, from the detail or else from ``inputs.json``."""
     inputs = detail.get("inputs")
-    if isinstance(inputs, dict):
-        return {str(name): _urls(value) for name, value in inputs.items()}
     if isinstance(inputs, list):
-        return {item["name"]: _urls(item) for item in inputs if isinstance(item, dict) and _is_text(item.get("name"))}
-    path = (config or config_dir()) / "inputs.json"
-    if not path.exists():
-        return {}
-    return {str(name): _urls(value) for name, value in _read_json_object(path).items()}
+        inputs = {item["name"]: item for item in inputs if isinstance(item, dict) and _text(item.get("name"))}
+    if not isinstance(inputs, dict):
+        inputs = _config_json("inputs.json")
+    return {str(name): _urls(value) for name, value in inputs.items()}
 
 
 def _urls(value: Any) -> list[str]:
@@ -1064,15 +1205,14 @@ def _urls(value: Any) -> list[str]:
     if isinstance(value, list):
         return [url for item in value for url in _urls(item)]
     if isinstance(value, dict):
-        for key in ("urls", "url", "uri"):
-            if key in value:
-                return _urls(value[key])
-        return _urls(value.get("files", []))
+        key = next((key for key in ("urls", "url", "uri") if key in value), "files")
+        return _urls(value.get(key, []))
     return []
 
 
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
+def parent_of(item: Mapping[str, Any]) -> str | None:
+    """The execution that ``item`` (an execution's detail) retries, from its ``RETRY_PARENT``."""
+    return _value_of(_variable_value(_variables(item.get("environment_variables")).get("RETRY_PARENT")), "id")
 
 
 # --- checkpoints: where a retry resumes ------------------------------------------------
@@ -1097,99 +1237,96 @@ def checkpoint_path(input_name: str | None = None, pattern: str | None = None) -
     ``input_name`` and ``pattern`` default to what the running ``retry.run`` was given
     (``checkpoint`` and ``*checkpoint*`` without it).
     """
-    policy = _process.policy
-    input_name = input_name or (policy.checkpoint if policy is not None and policy.checkpoint else "checkpoint")
-    pattern = pattern or (policy.checkpoint_pattern if policy is not None else DEFAULT_CHECKPOINT_PATTERN)
-    handed = _handed_checkpoint()
+    policy = _process.policy or Policy()
+    input_name = input_name or policy.checkpoint or "checkpoint"
+    pattern = pattern or policy.checkpoint_pattern
+    handed = _handed_checkpoint(_process.state)
     if handed:
         return Path(handed)
-    restart, given = _input_files("_restart"), _input_files(input_name)
-    chosen = _resume_choice(list(restart), list(given), pattern)
-    if chosen is None:
-        return None
-    source, name = chosen
-    return (restart if source == "_restart" else given)[name]
+    chosen = _resume_choice(_input_files("_restart"), _input_files(input_name), pattern)
+    return Path(chosen) if chosen else None
 
 
-def _input_files(name: str) -> dict[str, Path]:
-    """The files of one of this execution's inputs, by their names within the input."""
-    folder = Path(valohai.paths.get_inputs_path(name))
-    return {_name_within(Path(path), folder): Path(path) for path in valohai.inputs(name).paths(process_archives=False)}
+def _input_files(name: str) -> dict[str, str]:
+    """One of this execution's inputs as ``{name within the input: path}``.
 
-
-def _resume_choice(restart: Sequence[str], given: Sequence[str], pattern: str) -> tuple[str, str] | None:
-    """Which file to resume from: ``("_restart", name)``, ``("given", name)``, or None.
-
-    ``_restart``'s newest checkpoint wins over the given input's: the interrupted run
-    that left it had started from that input.  The given input's lone file counts even
-    when its name does not fit the pattern (a checkpoint someone passed by hand).
+    From ``inputs.json`` (valohai-utils), else from the input's folder: Valohai's own
+    example reads ``/valohai/inputs/_restart`` as a folder.
     """
-    from_restart = _last_by_name(restart, pattern)
-    if from_restart:
-        return "_restart", from_restart
-    from_given = _last_by_name(given, pattern) or (given[0] if len(given) == 1 else None)
-    return ("given", from_given) if from_given else None
+    folder = Path(valohai.paths.get_inputs_path(name))
+    paths = [Path(path) for path in valohai.inputs(name).paths(process_archives=False)]
+    if not paths and folder.is_dir():
+        paths = sorted(path for path in folder.rglob("*") if path.is_file())
+    return {_name_within(path, folder): str(path) for path in paths}
 
 
 def _name_within(path: Path, folder: Path) -> str:
     """``path``'s name relative to ``folder`` (its input's folder), as patterns see it."""
     try:
         return path.relative_to(folder).as_posix()
-    except ValueError:  # not below it (e.g. an archive's extracted member): its own name
+    except ValueError:  # not below it (an archive's extracted member, say): its own name
         return path.name
 
 
-def _handed_checkpoint() -> str | None:
+def _resume_choice(restart: Mapping[str, T], given: Mapping[str, T], pattern: str) -> T | None:
+    """What to resume from: ``_restart``'s newest checkpoint, else the given input's.
+
+    ``_restart``'s wins: the interrupted run that left it had started from that input.
+    The given input's lone file counts even when its name does not fit the pattern (a
+    checkpoint someone passed by hand).
+    """
+    for files in (restart, given):
+        newest = max((name for name in files if fnmatch.fnmatchcase(name, pattern)), default=None)
+        if newest is not None:
+            return files[newest]
+    return next(iter(given.values())) if len(given) == 1 else None
+
+
+def _handed_checkpoint(state: ChainState | None) -> str | None:
     """The checkpoint file a local retry was handed, if it still exists."""
-    attempt = _process.attempt
-    handed = attempt.checkpoint if attempt is not None else os.environ.get("RETRY_CHECKPOINT")
+    handed = state.checkpoint if state is not None else os.environ.get("RETRY_CHECKPOINT")
     return handed if handed and os.path.isfile(handed) else None
 
 
-def _last_by_name(names: Sequence[str], pattern: str) -> str | None:
-    """Of ``names`` (relative to their folder), the last matching ``pattern``, else None."""
-    return max((name for name in names if _matches(name, pattern)), default=None)
+def _inputs_with_checkpoint(
+    inputs: Mapping[str, list[str]], api: ValohaiAPI, execution: Execution, policy: Policy, runtime: Runtime
+) -> dict[str, list[str]]:
+    """The retry's inputs, with the failed attempt's newest uploaded checkpoint as ``policy.checkpoint``.
 
-
-def _matches(name: str, pattern: str) -> bool:
-    """Whether a file's name (relative to its folder; ``*`` spans folders) fits ``pattern``."""
-    return fnmatch.fnmatchcase(name, pattern)
-
-
-def _inputs_with_checkpoint(inputs: Mapping[str, list[str]], urls: list[str], policy: Policy) -> dict[str, list[str]]:
-    """The retry's inputs: this attempt's, with ``urls`` as the checkpoint input.
-
-    ``_restart`` is Valohai's to fill (after a spot interruption); it is never sent.
+    Else the checkpoint the attempt started from, so progress never goes backwards.  The
+    outputs list gets at most :data:`CHECKPOINT_BUDGET` of the relaunch's time: a slow or
+    failing list costs the newest checkpoint, never the retry.
     """
-    chosen = {name: list(value) for name, value in inputs.items() if name not in ("_restart", policy.checkpoint)}
-    if urls:
-        chosen[str(policy.checkpoint)] = urls
-    return chosen
-
-
-def _checkpoint_on_valohai(
-    api: ValohaiAPI, execution: Execution, policy: Policy, runtime: Runtime, current: Sequence[str]
-) -> list[str]:
-    """The URL of the newest checkpoint the failed attempt uploaded, else of the one it started from.
-
-    So progress never goes backwards: an attempt that failed before saving a checkpoint
-    hands on the checkpoint it was given.  A failure to list the outputs costs only that.
-    """
+    name = str(policy.checkpoint)
     try:
-        newest = _newest_uploaded_checkpoint(api, execution, policy.checkpoint_pattern, runtime)
+        newest = _newest_uploaded_checkpoint(
+            api.within(CHECKPOINT_BUDGET), execution, policy.checkpoint_pattern, runtime
+        )
     except RetryError as exc:
         _say(f"could not list this execution's outputs, so the retry gets the checkpoint this attempt had: {exc}")
         newest = None
+    chosen = {key: list(urls) for key, urls in inputs.items() if key != name}
     if newest is not None:
-        _say(f"the retry resumes from {newest.get('name')} (datum://{newest['id']})")
-        return [f"datum://{newest['id']}"]
-    found = _started_from_on_valohai(str(policy.checkpoint), policy.checkpoint_pattern)
-    started_from = [found] if found else list(current)
-    if started_from:
-        _say(f"no newer checkpoint: the retry resumes from {', '.join(started_from)}")
+        _say(f"the retry resumes from {printable(str(newest.get('name')))} (datum://{newest['id']})")
+        chosen[name] = [f"datum://{newest['id']}"]
+        return chosen
+    listed = _config_json("inputs.json")
+    files = {kind: _listed_files(listed.get(kind)) for kind in ("_restart", name)}
+    started = _resume_choice(files["_restart"], files[name], policy.checkpoint_pattern) or {}
+    url = f"datum://{started['datum_id']}" if _text(started.get("datum_id")) else _text(started.get("uri"))
+    urls = [url] if url else list(inputs.get(name, []))
+    if urls:
+        _say(f"no newer checkpoint: the retry resumes from {', '.join(urls)}")
+        chosen[name] = list(urls)
     else:
-        _say("no checkpoint yet: the retry starts from the beginning")
-    return started_from
+        _say("no checkpoint uploaded yet: the retry starts from the beginning")
+    return chosen
+
+
+def _listed_files(entry: Any) -> dict[str, dict[str, Any]]:
+    """An input's files as ``inputs.json`` lists them, by name."""
+    files = entry.get("files") if isinstance(entry, dict) else None
+    return {str(f["name"]): f for f in files or [] if isinstance(f, dict) and _text(f.get("name"))}
 
 
 def _newest_uploaded_checkpoint(
@@ -1197,22 +1334,22 @@ def _newest_uploaded_checkpoint(
 ) -> dict[str, Any] | None:
     """The newest uploaded output of ``execution`` whose name matches ``pattern``.
 
-    Checkpoints still being live-uploaded (read-only files not yet taken from the
-    outputs folder) are waited for, at most :data:`CHECKPOINT_UPLOAD_WAIT` seconds, and
-    looked for once more if the list does not show them yet.
+    Checkpoints still being live-uploaded (read-only files not yet taken from the outputs
+    folder) are waited for, at most :data:`CHECKPOINT_UPLOAD_WAIT` seconds, and looked for
+    once more if the list does not show them yet.
     """
     deadline = runtime.monotonic() + CHECKPOINT_UPLOAD_WAIT
-    pending = _pending_uploads(pattern)
+    pending = set(_finished_outputs(pattern))
     if pending:
-        _say(f"waiting for {len(pending)} checkpoint(s) still uploading: {', '.join(sorted(pending))[:200]}")
-    while _pending_uploads(pattern) and runtime.monotonic() < deadline:
+        _say(f"waiting for {len(pending)} checkpoint(s) still uploading: {printable(', '.join(sorted(pending))[:200])}")
+    while _finished_outputs(pattern) and runtime.monotonic() < deadline:
         runtime.sleep(0.2)
     newest, listed = _newest_listed_checkpoint(api, execution, pattern)
     if pending - listed and runtime.monotonic() < deadline:  # an upload may take a moment to be listed
         runtime.sleep(min(1.0, deadline - runtime.monotonic()))
         newest, listed = _newest_listed_checkpoint(api, execution, pattern)
-    unlisted = ", ".join(sorted(pending - listed))[:200]
-    if unlisted:
+    if pending - listed:
+        unlisted = printable(", ".join(sorted(pending - listed))[:200])
         _say(f"checkpoint(s) still not listed after the wait, so the retry gets the newest listed one: {unlisted}")
     return newest
 
@@ -1222,11 +1359,13 @@ def _newest_listed_checkpoint(
 ) -> tuple[dict[str, Any] | None, set[str]]:
     """The newest checkpoint the outputs list shows, and the names of all it showed.
 
-    Asked newest first (``ordering=-ctime``, as ``vh data list`` asks): then the first page
-    holding a checkpoint is the last one read.  A server that does not keep that order is
-    read on, as far as the list's bound; at the bound, the newest read so far is taken.
+    Asked newest first (``ordering=-ctime``, as ``vh data list`` asks), so reading stops at
+    the first page that holds a checkpoint; a server that does not keep that order is
+    read on, as far as the list's bound.  Only the attempt's own outputs count: a datum
+    whose owner is another execution, or not given, is never handed on.
     """
     newest: dict[str, Any] | None = None
+    newest_age: tuple[float, str] = (0.0, "")
     names: set[str] = set()
     last, ordered = None, True
     params = {"output_execution": execution.id, "ordering": "-ctime"}
@@ -1234,13 +1373,17 @@ def _newest_listed_checkpoint(
         for page in api.pages("/api/v0/data/", params, page_size=1000):
             for datum in page:
                 owner = datum.get("output_execution")
-                if isinstance(owner, dict) and owner.get("id") not in (None, execution.id):
-                    continue  # another execution's output: a server that ignored the filter
-                age = _datum_age(datum)
+                if not (isinstance(owner, dict) and owner.get("id") == execution.id):
+                    continue  # an output of another execution, or of none we can tell
+                age = (
+                    parse_instant(datum["ctime"]) if _is_instant(datum.get("ctime")) else 0.0,
+                    str(datum.get("name")),
+                )
                 ordered, last = ordered and (last is None or age <= last), age
-                if _is_checkpoint_datum(datum, pattern):
-                    names.add(str(datum["name"]))
-                    newest = datum if newest is None or age > _datum_age(newest) else newest
+                if _text(datum.get("name")) and _text(datum.get("id")) and fnmatch.fnmatchcase(datum["name"], pattern):
+                    names.add(datum["name"])
+                    if newest is None or age > newest_age:
+                        newest, newest_age = datum, age
             if ordered and newest is not None:
                 break  # newest first: what follows is older
     except ListTooLongError as exc:
@@ -1248,220 +1391,30 @@ def _newest_listed_checkpoint(
     return newest, names
 
 
-def _is_checkpoint_datum(datum: Mapping[str, Any], pattern: str) -> bool:
-    name = datum.get("name")
-    return _is_text(name) and _is_text(datum.get("id")) and _matches(str(name), pattern)
-
-
-def _datum_age(datum: Mapping[str, Any]) -> tuple[float, str]:
-    """Sort key of a datum: its creation time, then its name."""
-    ctime = datum.get("ctime")
-    try:
-        created = (
-            float(ctime)
-            if isinstance(ctime, (int, float)) and not isinstance(ctime, bool)
-            else parse_instant(str(ctime))
-        )
-    except (ValueError, OverflowError):
-        created = 0.0
-    created = created if math.isfinite(created) else 0.0
-    return created, str(datum.get("name"))
-
-
-def _pending_uploads(pattern: str) -> set[str]:
-    """Checkpoint files still in the outputs folder and read-only: a live upload under way."""
-    return {name for name, path, status in _output_files(pattern) if not status.st_mode & stat.S_IWUSR}
-
-
-def _newest_local_checkpoint(pattern: str) -> str | None:
-    """The newest checkpoint this process wrote to its outputs folder (a local run)."""
-    found = [(status.st_mtime, name, path) for name, path, status in _output_files(pattern)]
-    return str(max(found)[2].resolve()) if found else None
-
-
-def _output_files(pattern: str) -> list[tuple[str, Path, os.stat_result]]:
-    """Files in this attempt's outputs folder matching ``pattern``: name (relative), path, status.
-
-    Locally the folder is relative to the working folder; the job may have saved there and
-    changed folder since, so the folder it started in is looked in too.
-    """
+def _finished_outputs(pattern: str) -> dict[str, Path]:
+    """Checkpoints this attempt finished in its outputs folder: read-only (live upload marks a
+    file so when it is complete) and written since the attempt started, by name."""
     outputs = Path(valohai.paths.get_outputs_path())
     roots = (
         [outputs] if outputs.is_absolute() else list(dict.fromkeys([Path.cwd() / outputs, Path(_STARTED_IN) / outputs]))
     )
-    found = []
+    found = {}
     for root in roots:
         for path in root.rglob("*") if root.is_dir() else ():
             name = path.relative_to(root).as_posix()
             with contextlib.suppress(OSError):  # a file taken away while this looks: not there
                 status = path.stat()
-                if stat.S_ISREG(status.st_mode) and _matches(name, pattern):
-                    found.append((name, path, status))
+                mine = status.st_mtime >= _STARTED_AT - 0.1  # file clocks may lag the process's a little
+                finished = stat.S_ISREG(status.st_mode) and not status.st_mode & stat.S_IWUSR
+                if mine and finished and fnmatch.fnmatchcase(name, pattern):
+                    found[name] = path
     return found
 
 
-def _started_from_on_valohai(input_name: str, pattern: str) -> str | None:
-    """The URL of the checkpoint this attempt started from, from ``inputs.json``.
-
-    The same file :func:`checkpoint_path` picks (see :func:`_resume_choice`).
-    """
-    path = config_dir() / "inputs.json"
-    inputs = _read_json_object(path) if path.exists() else {}
-    restart, given = _listed_files(inputs.get("_restart")), _listed_files(inputs.get(input_name))
-    chosen = _resume_choice(list(restart), list(given), pattern)
-    if chosen is None:
-        return None
-    source, name = chosen
-    file = (restart if source == "_restart" else given)[name]
-    return f"datum://{file['datum_id']}" if _is_text(file.get("datum_id")) else _text(file.get("uri"))
-
-
-def _listed_files(entry: Any) -> dict[str, dict[str, Any]]:
-    """An input's files as ``inputs.json`` lists them, by name."""
-    files = entry.get("files") if isinstance(entry, dict) else None
-    return {str(file["name"]): file for file in files or [] if isinstance(file, dict) and _is_text(file.get("name"))}
-
-
-# --- finding a retry in the project's executions ---------------------------------------
-
-#: At most this many execution details are read to learn candidates' RETRY_PARENT.
-MAX_DETAIL_LOOKUPS = 200
-
-
-def find_retry(
-    api: ValohaiAPI,
-    project_id: str,
-    parent_id: str,
-    number: int,
-    *,
-    parent_counter: int | None = None,
-    below: int | None = None,
-    like: Mapping[str, Any] | None = None,
-    working: bool = False,
-) -> dict[str, Any] | None:
-    """The first execution (lowest counter) that is retry ``number`` of ``parent_id``, if any.
-
-    Scans the project's executions newest first, page by page, down to the parent (its
-    counter, when known, or its id), so a busy project cannot hide the retry; a server
-    that does not keep that order is read to the end.  ``below`` skips executions from
-    that counter up (a retry looking for an earlier copy of itself); ``like`` holds fields
-    a copy must share (``step``, ``title``, ``parameters``), which spares reading the
-    details of executions that differ in them; ``working`` skips copies that failed
-    without starting a retry of their own (they will never do the work).  Bounded in
-    pages, detail reads and the API client's time budget.
-    """
-    candidates = [
-        item
-        for item in executions_after(api, project_id, counter=parent_counter, execution_id=parent_id)
-        if (below is None or int(item["counter"]) < below)
-        and retry_number(tags_of(item)) == number
-        and _alike(item, like or {})
-    ]
-    return first_retry(api, candidates, parent_id, working=working)
-
-
-def executions_after(
-    api: ValohaiAPI, project_id: str, *, counter: int | None = None, execution_id: str | None = None
-) -> list[dict[str, Any]]:
-    """The project's executions newer than one execution, given by its counter or its id.
-
-    Read newest first, page by page, down to that execution, so a busy project cannot
-    hide one; a server that does not keep that order is read to the end (bounded).
-    """
-    found: list[dict[str, Any]] = []
-    floor, last, ordered = counter, None, True
-    for page in execution_pages(api, project_id):
-        for item in page:
-            number = counter_of(item)
-            if number is None:
-                continue
-            ordered = ordered and (last is None or number < last)
-            last = number
-            if floor is None and execution_id is not None and item.get("id") == execution_id:
-                floor = number
-            found.append(item)
-        if ordered and floor is not None and last is not None and last <= floor:
-            break  # newest first and down to that execution: nothing older is newer than it
-    return [item for item in found if floor is None or int(item["counter"]) > floor]
-
-
-def counter_of(item: Mapping[str, Any]) -> int | None:
-    """An API item's counter, when it is a number."""
-    return _integer(item.get("counter"))
-
-
-def _alike(item: Mapping[str, Any], like: Mapping[str, Any]) -> bool:
-    """False when ``item`` shows a field that differs from ``like``: it cannot be a copy."""
-    return all(item.get(key) in (None, value) for key, value in like.items() if value is not None)
-
-
-def first_retry(
-    api: ValohaiAPI, candidates: Sequence[Mapping[str, Any]], parent_id: str, *, working: bool = False
-) -> dict[str, Any] | None:
-    """Of ``candidates``, the lowest-counter one whose ``RETRY_PARENT`` is ``parent_id``.
-
-    With ``working``, only one that is doing (or did) the work: see :func:`_is_working`.
-    """
-    lookups = 0
-    for item in sorted(candidates, key=lambda item: int(item["counter"])):
-        known = dict(item)
-        if "environment_variables" not in item:  # list entries may be abridged
-            lookups += 1
-            if lookups > MAX_DETAIL_LOOKUPS:
-                raise APIError(f"more than {MAX_DETAIL_LOOKUPS} executions to read to find the retry; stopped there")
-            known.update(_detail_of(api, item))
-        if parent_of(known) == parent_id and (not working or _is_working(known)):
-            return known
-    return None
-
-
-#: Statuses of an execution that ended without success.
-_FAILED_STATUSES = frozenset({"error", "crashed", "stopped", "system_error", "killed", "timeout"})
-
-
-def _is_working(item: Mapping[str, Any]) -> bool:
-    """Whether a copy of a retry is doing the work, will, or did.
-
-    Not when it failed without starting a retry of its own (it crashed before the job
-    started, was stopped, or the chain gave up): a copy that defers to it would leave the
-    work undone.  One that failed and started the next retry lives on in that retry.
-    """
-    failed = item.get("status") in _FAILED_STATUSES
-    return not failed or " started as #" in str(item.get("status_detail") or "")
-
-
-def _detail_of(api: ValohaiAPI, item: Mapping[str, Any]) -> dict[str, Any]:
-    execution_id = item.get("id")
-    if not _is_text(execution_id):
-        raise APIError("an execution in the list has no id")
-    return api.get(f"/api/v0/executions/{execution_id}/", {"exclude": "metadata,events"})
-
-
-def parent_of(item: Mapping[str, Any]) -> str | None:
-    """The execution that ``item`` (an execution's detail) retries, from its ``RETRY_PARENT``."""
-    value = _variable_value(_variables(item.get("environment_variables")).get("RETRY_PARENT"))
-    return str(value) if isinstance(value, (str, int)) and value else None
-
-
-def execution_pages(api: ValohaiAPI, project_id: str, *, max_pages: int = 0) -> Iterator[list[dict[str, Any]]]:
-    """The project's executions that were not deleted, highest counter first, a page at a time.
-
-    A deleted execution is no attempt: a retry must not stand down for a deleted copy.
-    ``deleted=false`` and ``ordering=-counter`` are how ``vh execution list`` asks.
-    """
-    params = {"project": project_id, "ordering": "-counter", "deleted": "false"}
-    return api.pages("/api/v0/executions/", params, max_pages=max_pages)
-
-
-def _counter_text(item: Mapping[str, Any]) -> str:
-    counter = counter_of(item)
-    return f"#{counter}" if counter is not None else "(number unknown)"
-
-
-def display_url(item: Mapping[str, Any]) -> str:
-    urls = item.get("urls")
-    url = urls.get("display") if isinstance(urls, dict) else None
-    return url if isinstance(url, str) else ""
+def _newest_local_checkpoint(pattern: str) -> str | None:
+    """The newest finished checkpoint this process wrote to its outputs folder (a local run)."""
+    found = [(path.stat().st_mtime, name, path) for name, path in _finished_outputs(pattern).items()]
+    return str(max(found)[2].resolve()) if found else None
 
 
 # --- this execution's config -----------------------------------------------------------
@@ -1476,7 +1429,6 @@ class Execution:
     project_id: str
     tags: tuple[str, ...] = ()
     step: str | None = None
-    commit: str | None = None
     title: str | None = None
     pipeline_id: str | None = None
     task_id: str | None = None
@@ -1495,52 +1447,49 @@ def config_dir() -> Path:
     return Path(valohai.paths.get_config_path())
 
 
-def read_execution(directory: Path | None = None) -> Execution:
+def read_execution() -> Execution:
     """Read ``execution.json``; raise :class:`RetryError` if it is missing or incomplete."""
-    path = (directory or config_dir()) / "execution.json"
+    path = config_dir() / "execution.json"
     data = _read_json_object(path)
     missing = [key for key in ("execution-id", "execution-counter", "project-id") if not data.get(f"valohai.{key}")]
     if missing:
         raise RetryError(
             f"{path} lacks {', '.join('valohai.' + key for key in missing)}: not relaunching from partial data"
         )
-    counter = data["valohai.execution-counter"]
-    if isinstance(counter, bool) or not isinstance(counter, int):
-        raise RetryError(f"{path}: valohai.execution-counter is not an integer: {quote(counter)}")
+    counter = _integer(data["valohai.execution-counter"])
+    if counter is None:
+        raise RetryError(
+            f"{path}: valohai.execution-counter is not an integer: {quote(data['valohai.execution-counter'])}"
+        )
     return Execution(
         id=str(data["valohai.execution-id"]),
         counter=counter,
         project_id=str(data["valohai.project-id"]),
         tags=tuple(tags_of({"tags": data.get("valohai.execution-tags")})),
         step=data.get("valohai.execution-step") or None,
-        commit=data.get("valohai.commit-identifier") or None,
         title=data.get("valohai.execution-title") or None,
         pipeline_id=data.get("valohai.pipeline-id") or None,
         task_id=data.get("valohai.task-id") or None,
     )
 
 
-#: No config file is read past this size: Valohai's are a few kilobytes.
-MAX_CONFIG_BYTES = 10_000_000
-
-
 def _read_json_object(path: Path) -> dict[str, Any]:
-    """A config file's JSON object; :class:`RetryError` for anything else (never a hang)."""
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        raise RetryError(f"{path} not found: is this running in a Valohai execution?") from None
-    except OSError as exc:
-        raise RetryError(f"{path} is not readable: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_CONFIG_BYTES:  # a pipe would block forever
-        raise RetryError(f"{path} is not a regular file of at most {MAX_CONFIG_BYTES} bytes")
+    """A config file's JSON object; :class:`RetryError` for anything else."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RetryError(f"{path} not found: is this running in a Valohai execution?") from None
     except (OSError, ValueError, RecursionError) as exc:
         raise RetryError(f"{path} is not readable JSON: {_one_line(exc, 120)}") from None
     if not isinstance(data, dict):
         raise RetryError(f"{path} does not hold a JSON object")
     return data
+
+
+def _config_json(name: str) -> dict[str, Any]:
+    """A config file of this execution as an object; ``{}`` when it is not there."""
+    path = config_dir() / name
+    return _read_json_object(path) if path.exists() else {}
 
 
 # --- the API client --------------------------------------------------------------------
@@ -1550,16 +1499,30 @@ DEFAULT_HOST = "https://app.valohai.com"
 REQUEST_TIMEOUT = (5.0, 30.0)
 #: Total time the API calls of one relaunch may take, retries of a flaky API included.
 API_BUDGET = 60.0
-#: Total time a retry may spend checking that it is not a duplicate before it works.
+#: Of that, the most the outputs list may take (a checkpoint is worth less than the retry).
+CHECKPOINT_BUDGET = 20.0
+#: Time for the API calls of one check a retry makes before it works.
 CHECK_BUDGET = 20.0
-#: List pages are read this many executions at a time, and at most this many pages.
+#: How long a retry waits for a parent that has neither ended nor named its retry.  A
+#: parent names its retry before it exits; an execution that died is marked ended only
+#: once its outputs are uploaded.
+PARENT_WAIT = 600.0
+#: Bounds of the rare search for copies (its parent named none): list pages, detail reads.
+FALLBACK_PAGES = 20
+FALLBACK_DETAILS = 20
+#: How long a local retry waits for the failed attempt's multiprocessing children to end.
+CHILD_WAIT = 10.0
+#: At most this many create calls per relaunch whose answer is lost.
+MAX_CREATES = 3
+#: List pages are read this many items at a time, and at most this many pages.
 PAGE_SIZE = 100
 MAX_PAGES = 50
 #: No answer is read past this size (a list page of 100 executions is far smaller).
 MAX_ANSWER_BYTES = 20_000_000
-#: API answers worth asking again: the service is briefly unavailable.  (A create that
-#: got a 5xx is not sent again blind: the retry is looked for first.)
-_RETRYABLE_API_STATUSES = frozenset({429, 502, 503, 504})
+#: Statuses of an execution that has not ended (valohai-cli's ``consts.py``, plus ``stopping_hard``).
+INCOMPLETE_STATUSES = frozenset({"created", "queued", "started", "stopping", "stopping_hard"})
+#: Statuses of an execution that ended without success.
+FAILED_STATUSES = frozenset({"error", "crashed", "stopped"})
 
 
 class RetryError(Exception):
@@ -1598,11 +1561,11 @@ class ListTooLongError(APIError):
 
 
 class _AmbiguousRequestError(APIError):
-    """The request may or may not have been acted on (answer lost)."""
+    """The request may or may not have been acted on (its answer was lost or unreadable)."""
 
 
-class _UnreadableAnswerError(APIError):
-    """A success status whose body could not be read: the request was acted on."""
+class _UnconfirmedError(APIError):
+    """A create may have happened, but none was confirmed."""
 
 
 class ValohaiAPI:
@@ -1610,10 +1573,10 @@ class ValohaiAPI:
 
     Every request has connect and read timeouts and a deadline for the whole answer, so a
     server that trickles bytes cannot hold it.  Connection failures and 429/502/503/504
-    answers are retried with backoff (honouring ``Retry-After``) within ``budget``
-    seconds shared by all calls, measured on ``clock`` (monotonic).  Redirects are not
-    followed, so the token never goes to another address.  ``patient=False`` gives up at
-    once on a host that cannot be reached (for interactive commands).
+    answers (and 500 to a read) are asked again with backoff, honouring ``Retry-After``,
+    within ``budget`` seconds shared by all calls, measured on ``clock`` (monotonic).
+    Redirects are not followed, so the token never goes to another address.
+    ``patient=False`` gives up at once on a host that cannot be reached (for commands).
     """
 
     def __init__(
@@ -1638,7 +1601,11 @@ class ValohaiAPI:
         self._sleep = sleep
         self._clock = clock
         self._patient = patient
-        self._plain_http = self.host.startswith("http://")
+        job = os.environ.get("VH_JOB_ID")  # so that the API's logs can tell which execution asked
+        self._headers = {
+            "Accept": "application/json",
+            "User-Agent": f"retry.py (VH_JOB_ID {job})" if job else "retry.py",
+        }
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """GET ``path`` (below the host) and return the decoded JSON object."""
@@ -1648,21 +1615,16 @@ class ValohaiAPI:
         """POST ``body`` as JSON to ``path`` and return the decoded JSON answer.
 
         Raises :class:`_AmbiguousRequestError` when the request may have been acted on
-        without an answer reaching us, and :class:`_UnreadableAnswerError` when a success
-        status came with a body that cannot be read; the caller decides what that means.
+        without a readable answer reaching us: the caller decides what that means.
         """
         return self._request("POST", path, body=dict(body))
 
-    def reset_budget(self) -> None:
-        """Give the calls from now on a whole budget again (after a deliberate wait)."""
-        self._deadline = None
-
-    def items(
-        self, path: str, params: Mapping[str, Any], *, page_size: int = 0, max_pages: int = 0
-    ) -> Iterator[dict[str, Any]]:
-        """The items of a paged list, one after the other (see :meth:`pages`)."""
-        for page in self.pages(path, params, page_size=page_size, max_pages=max_pages):
-            yield from page
+    def within(self, seconds: float) -> ValohaiAPI:
+        """This client, allowed at most ``seconds`` more of its budget (for a part of a task)."""
+        part = copy.copy(self)
+        now = self._clock()
+        part._deadline = min(self._deadline if self._deadline is not None else now + self._budget, now + seconds)
+        return part
 
     def pages(
         self, path: str, params: Mapping[str, Any], *, page_size: int = 0, max_pages: int = 0
@@ -1676,17 +1638,21 @@ class ValohaiAPI:
         unless given) it raises :class:`ListTooLongError`.
         """
         seen: set[object] = set()
-        offset = 0
+        offset, size = 0, page_size or PAGE_SIZE
         for _ in range(max_pages or MAX_PAGES):
-            page = self.get(path, {**params, "limit": page_size or PAGE_SIZE, "offset": offset})
+            page = self.get(path, {**params, "limit": size, "offset": offset})
             results = page.get("results")
             if not isinstance(results, list):
                 raise APIError(f"GET {path}: a list page without results")
             offset += len(results)  # a server may serve fewer than asked for: skip nothing
-            new = [item for item in results if isinstance(item, dict) and _hashable_id(item) not in seen]
-            seen.update(_hashable_id(item) for item in new if _hashable_id(item) is not None)
+            new = [item for item in results if isinstance(item, dict) and _key(item) not in seen]
+            seen.update(_key(item) for item in new)
             yield new
-            if not results or not _more_after(page, offset, len(results) >= (page_size or PAGE_SIZE)):
+            count = _integer(page.get("count"))
+            more = (
+                bool(page["next"]) if "next" in page else count > offset if count is not None else len(results) >= size
+            )
+            if not results or not more:
                 return
         raise ListTooLongError(
             f"GET {path}: the list goes on past {max_pages or MAX_PAGES} pages ({offset} items); stopped there"
@@ -1695,63 +1661,65 @@ class ValohaiAPI:
     def _request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None
     ) -> dict[str, Any]:
-        url = self.host + path
-        headers = {"Accept": "application/json"}
         if self._deadline is None:
             self._deadline = self._clock() + self._budget
-        attempt = 0
+        tries = 0
         while True:
-            attempt += 1
+            tries += 1
             left = self._deadline - self._clock()
-            if left <= 0:  # the budget bounds the whole relaunch, successful requests included
+            if left <= 0:  # the budget bounds the whole task, successful requests included
                 raise APIError(f"{method} {path}: out of time (the API calls may take {self._budget:g} s in all)")
             seconds = min(sum(self._timeout), left)  # the whole answer, not only each read
-            timeout = (min(self._timeout[0], seconds), min(self._timeout[1], seconds))
             answer = _exchange(
                 self._session,
                 method,
-                url,
+                self.host + path,
                 seconds,
                 params=params,
                 json=body,
-                headers=headers,
-                timeout=timeout,
+                headers=self._headers,
+                timeout=(min(self._timeout[0], seconds), min(self._timeout[1], seconds)),
                 auth=self._auth,
-                proxies=_no_proxies() if self._plain_http else None,
+                proxies=dict.fromkeys(["http", "https", "all", *urllib.request.getproxies()])
+                if self.host.startswith("http://")  # loopback only: no proxy may see a plain-http token
+                else None,
             )
-            failure, wait = self._judge(method, path, answer, attempt)
+            failure, wait = self._judge(method, path, answer, tries)
             if failure is None:
                 return _decode(method, path, answer)
             if self._clock() + wait > self._deadline:
-                raise APIError(f"{failure} (gave up after {attempt} tries)", failure.status)
+                raise APIError(f"{failure} (gave up after {tries} tries)", failure.status)
             _say(f"{failure}; asking again in {wait:g} s")
             self._sleep(wait)
 
-    def _judge(self, method: str, path: str, answer: _Answer, attempt: int) -> tuple[APIError | None, float]:
+    def _judge(self, method: str, path: str, answer: _Answer, tries: int) -> tuple[APIError | None, float]:
         """``(None, 0)`` for an answer to decode, else the failure and how long to wait.
 
         Raises at once what is not worth asking again.
         """
+        backoff = float(min(0.5 * 2 ** (tries - 1), 16))  # 0.5, 1, 2, 4, 8, then 16 s
         status = answer.status
         if status is None:  # no answer at all: the connection failed, or the answer was lost
-            assert answer.error is not None
             reason = _reason(answer.error)
             if method == "POST" and not _surely_unsent(answer.error):
                 raise _AmbiguousRequestError(f"{method} {path}: the answer was lost ({reason})")
             failure = APIError(f"{method} {path}: could not reach {self.host}: {reason}")
             if not self._patient:
                 raise failure
-            return failure, _backoff(attempt)
-        if method == "POST" and status >= 500:  # behind a gateway the server may have acted all the same
-            raise _AmbiguousRequestError(_explain(method, path, answer), status)
-        if status in _RETRYABLE_API_STATUSES or (method == "GET" and status >= 500):  # reading again is harmless
-            return APIError(_explain(method, path, answer), status), max(_backoff(attempt), _retry_after(answer))
+            return failure, backoff
         if answer.body is None and 200 <= status < 300:  # cut off, too slow or too large
-            assert answer.error is not None
             message = f"{method} {path}: HTTP {status}, but the answer was cut off ({_reason(answer.error)})"
             if method == "POST":
-                raise _UnreadableAnswerError(message, status)
-            return APIError(message, status), _backoff(attempt)  # reading again is harmless
+                raise _AmbiguousRequestError(message, status)
+            if isinstance(answer.error, _TooLargeError):  # it would not shrink if asked again
+                raise APIError(message, status)
+            return APIError(message, status), backoff
+        if method == "POST" and status >= 500:  # behind a gateway the server may have acted all the same
+            raise _AmbiguousRequestError(_explain(method, path, answer), status)
+        if status in (429, 502, 503, 504) or (method == "GET" and status >= 500):  # asking again is harmless
+            return APIError(_explain(method, path, answer), status), max(
+                backoff, _retry_after(answer.headers.get("Retry-After", ""), time.time())
+            )
         return None, 0.0
 
 
@@ -1763,75 +1731,45 @@ class _Answer:
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     body: bytes | None = None
     error: BaseException | None = None
-    response: requests.Response | None = None
+
+
+class _TooLargeError(ValueError):
+    """An answer over :data:`MAX_ANSWER_BYTES`."""
 
 
 def _exchange(session: requests.Session, method: str, url: str, seconds: float, **options: Any) -> _Answer:
-    """Send one request and read its whole answer within ``seconds``, whatever the server does."""
+    """Send one request and read its whole answer within ``seconds``, whatever the server does.
+
+    Socket timeouts bound each read, not a whole answer: the exchange runs in a daemon
+    thread that is left behind (its socket shut down) when the time is up.
+    """
     answer = _Answer()
+    responses: list[requests.Response] = []
 
     def talk() -> None:
-        response = session.request(method, url, stream=True, allow_redirects=False, **options)
-        answer.response = response
-        answer.status, answer.headers = response.status_code, response.headers
-        with response:
-            answer.body = _read_body(response)
-
-    try:
-        _within(seconds, talk)
-    except Exception as exc:
-        answer.error = exc
-        if answer.response is not None:
-            _hang_up(answer.response)
-    return answer
-
-
-def _hang_up(response: requests.Response) -> None:
-    """End the connection under a reader thread that is still at it, if it can be found.
-
-    Closing the response itself would wait for the reader's lock; shutting the socket
-    down ends its read at once.  Best effort: the thread is a daemon either way.
-    """
-    connection = getattr(response.raw, "connection", None) or getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-def _read_body(response: requests.Response) -> bytes:
-    chunks = []
-    size = 0
-    for chunk in response.iter_content(65536):
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise ValueError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _within(seconds: float, call: Callable[[], Any]) -> Any:
-    """Run ``call`` and return its result, or raise ``TimeoutError`` after ``seconds``.
-
-    Socket timeouts bound each read, not a whole answer; this bounds the whole.  The
-    call goes on in a daemon thread when the time is up, and cannot hold the process.
-    """
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
         try:
-            outcome["value"] = call()
+            with session.request(method, url, stream=True, allow_redirects=False, **options) as response:
+                responses.append(response)
+                answer.status, answer.headers = response.status_code, response.headers
+                chunks, size = [], 0
+                for chunk in response.iter_content(65536):
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        raise _TooLargeError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+                    chunks.append(chunk)
+                answer.body = b"".join(chunks)
         except BaseException as exc:  # handed to the waiting thread
-            outcome["error"] = exc
+            answer.error = exc
 
-    worker = threading.Thread(target=target, name="retry-request", daemon=True)
+    worker = threading.Thread(target=talk, name="retry-request", daemon=True)
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
-        raise TimeoutError(f"no complete answer within {seconds:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+        answer.error = TimeoutError(f"no complete answer within {seconds:g} s")
+        connection = getattr(responses[0].raw, "connection", None) if responses else None
+        with contextlib.suppress(OSError, AttributeError):  # ends the reader's wait at once
+            connection.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+    return answer
 
 
 class _TokenAuth(requests.auth.AuthBase):
@@ -1845,68 +1783,35 @@ class _TokenAuth(requests.auth.AuthBase):
         return request
 
 
-def _no_proxies() -> dict[str, None]:
-    """Every proxy the environment names, turned off.
-
-    Plain http is allowed for loopback only (local tests), and must stay there: a proxy
-    (``HTTP_PROXY``, ``ALL_PROXY``, ...) would receive the token in the clear.
-    """
-    return dict.fromkeys(["http", "https", "all", *urllib.request.getproxies()])
-
-
-def _more_after(page: Mapping[str, Any], offset: int, full: bool) -> bool:
-    """Whether a list goes on past ``offset``: its ``next`` link says so, else its ``count``.
-
-    A page with neither (a server that leaves them out) goes on if it was full.
-    """
-    count = _integer(page.get("count"))
-    if "next" in page:
-        return bool(page["next"])
-    return count > offset if count is not None else full
-
-
-def _hashable_id(item: Mapping[str, Any]) -> object:
+def _key(item: Mapping[str, Any]) -> object:
     key = item.get("id")
-    return key if isinstance(key, (str, int)) else None
+    return key if isinstance(key, (str, int)) else object()  # no id: never taken for another
 
 
-def _backoff(attempt: int) -> float:
-    """0.5, 1, 2, 4, 8, then 16 s between tries of one API call."""
-    return float(min(0.5 * 2 ** (attempt - 1), 16))
-
-
-def _retry_after(answer: _Answer) -> float:
-    response = requests.Response()
-    response.status_code = answer.status or 0
-    response.headers.update(answer.headers)
-    return retry_after_seconds(requests.HTTPError(response=response))
-
-
-def _surely_unsent(error: BaseException) -> bool:
+def _surely_unsent(error: BaseException | None) -> bool:
     """True when the request never left: the connection itself could not be made."""
     if isinstance(error, requests.ConnectTimeout):
         return True
-    reason = getattr(error.args[0], "reason", None) if error.args else None
+    reason = getattr(error.args[0], "reason", None) if error is not None and error.args else None
     return type(reason).__name__ in ("NewConnectionError", "NameResolutionError")
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException | None) -> str:
     """A short reason for a failed exchange: its innermost cause, e.g. "Connection refused".
 
     ``requests`` wraps the cause of a connection failure in layers of text with the URL
-    repeated; the user needs only the last link of the chain.
+    repeated; the user needs only the last link of the chain.  (Not ``__context__``: an
+    API call made while the job's error is handled would find that error.)
     """
     seen: set[int] = set()
     pending: list[Any] = [error]
-    innermost = error
+    innermost: BaseException | None = error
     while pending:
         current = pending.pop(0)
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        innermost = current
-        # Not __context__: an API call made while the job's error is handled would find that error.
-        pending += [*current.args, getattr(current, "reason", None), current.__cause__]
+        if isinstance(current, BaseException) and id(current) not in seen:
+            seen.add(id(current))
+            innermost = current
+            pending += [*current.args, getattr(current, "reason", None), current.__cause__]
     if isinstance(innermost, OSError) and innermost.strerror:
         return str(innermost.strerror)
     return _one_line(innermost, 160) or _one_line(error, 160) or type(error).__name__
@@ -1916,13 +1821,14 @@ def _decode(method: str, path: str, answer: _Answer) -> dict[str, Any]:
     status = answer.status or 0
     if not 200 <= status < 300:
         raise APIError(_explain(method, path, answer), status)
-    try:
+    problem = "a body that is not JSON"
+    with contextlib.suppress(ValueError, RecursionError):
         body = json.loads(answer.body or b"")
-    except (ValueError, RecursionError):
-        raise _UnreadableAnswerError(f"{method} {path}: HTTP {status} with a body that is not JSON", status) from None
-    if not isinstance(body, dict):  # every answer this module uses is an object
-        raise _UnreadableAnswerError(f"{method} {path}: HTTP {status} with JSON that is not an object", status)
-    return body
+        if isinstance(body, dict):  # every answer this module uses is an object
+            return body
+        problem = "JSON that is not an object"
+    failure = _AmbiguousRequestError if method == "POST" else APIError  # a POST that got 2xx was acted on
+    raise failure(f"{method} {path}: HTTP {status} with {problem}", status)
 
 
 def _explain(method: str, path: str, answer: _Answer) -> str:
@@ -1939,40 +1845,56 @@ def _explain(method: str, path: str, answer: _Answer) -> str:
     if status is not None and 300 <= status < 400:
         target = _one_line(answer.headers.get("Location", "?"), 120)
         return f"{where}, redirected to {target}: set VALOHAI_HOST to the final address (not followed)"
-    if status == 429:
-        return f"{where}, rate limited"
-    return f"{where}, the Valohai API failed"
+    return f"{where}, rate limited" if status == 429 else f"{where}, the Valohai API failed"
 
 
 def _field_errors(body: bytes | None) -> str:
+    def flat(value: Any) -> str:
+        if isinstance(value, list):
+            return " ".join(map(flat, value))
+        return (
+            "; ".join(f"{key}: {flat(item)}" for key, item in value.items()) if isinstance(value, dict) else str(value)
+        )
+
     try:
-        errors = json.loads(body or b"")
+        return _one_line(flat(json.loads(body or b""))) or "no details"
     except (ValueError, RecursionError):
-        return _one_line((body or b"").decode(errors="replace"), 200) or "no details"
-    if isinstance(errors, dict):
-        return _one_line("; ".join(f"{field}: {_flatten(value)}" for field, value in errors.items())) or "no details"
-    return _one_line(_flatten(errors))
+        return _one_line((body or b"")[:2000].decode(errors="replace"), 200) or "no details"
 
 
-def _flatten(value: Any) -> str:
-    if isinstance(value, list):
-        return " ".join(_flatten(item) for item in value)
-    if isinstance(value, dict):
-        return "; ".join(f"{key}: {_flatten(item)}" for key, item in value.items())
-    return str(value)
+def _detail(api: ValohaiAPI, execution_id: str) -> dict[str, Any]:
+    """An execution's detail, small (no metadata or events)."""
+    return api.get(f"/api/v0/executions/{execution_id}/", {"exclude": "metadata,events"})
 
 
-def _api_for(runtime: Runtime, token: str, *, budget: float = API_BUDGET) -> ValohaiAPI:
-    """The API client an attempt uses: its host, timeouts, clock and sleep."""
-    return ValohaiAPI(
-        token,
-        api_host(runtime.environ),
-        session=runtime.session,
-        budget=budget,
-        timeout=request_timeout(runtime.environ),
-        sleep=runtime.sleep,
-        clock=runtime.monotonic,
-    )
+def execution_pages(api: ValohaiAPI, project_id: str, *, max_pages: int = 0) -> Iterator[list[dict[str, Any]]]:
+    """The project's executions that were not deleted, highest counter first, a page at a time.
+
+    ``deleted=false`` and ``ordering=-counter`` are how ``vh execution list`` asks.
+    """
+    params = {"project": project_id, "ordering": "-counter", "deleted": "false"}
+    return api.pages("/api/v0/executions/", params, max_pages=max_pages)
+
+
+def counter_of(item: Mapping[str, Any]) -> int | None:
+    """An API item's counter, when it is a number."""
+    return _integer(item.get("counter"))
+
+
+def _status(item: Mapping[str, Any]) -> str:
+    status = item.get("status")
+    return status if isinstance(status, str) else "unknown"
+
+
+def _counter_text(item: Mapping[str, Any]) -> str:
+    counter = counter_of(item)
+    return f"#{counter}" if counter is not None else "(number unknown)"
+
+
+def display_url(item: Mapping[str, Any]) -> str:
+    """An execution's address in the web UI, or ``""``."""
+    urls = item.get("urls")
+    return printable(_text(urls.get("display")) or "") if isinstance(urls, dict) else ""
 
 
 # --- token, host, timeouts -------------------------------------------------------------
@@ -1986,12 +1908,17 @@ def read_token(environ: Mapping[str, str] | None = None) -> str:
 
     From here on, the token is masked as ``***`` in everything this module prints.
     """
-    token = (os.environ if environ is None else environ).get("VH_API_TOKEN", "").strip()
+    environ = os.environ if environ is None else environ
+    token = environ.get("VH_API_TOKEN", "").strip()
     _remember_secret(token)
-    if not token:
+    if not token and environ.get("VH_JOB_ID"):
         raise RetryError(
             "VH_API_TOKEN is not set: add your Valohai API token as a secret project "
             "environment variable named VH_API_TOKEN (Project settings > Environment variables)"
+        )
+    if not token:
+        raise RetryError(
+            "VH_API_TOKEN is not set: export VH_API_TOKEN=<your token> in this shell (My profile > Authentication)"
         )
     if not token.isascii() or not token.isprintable() or any(character.isspace() for character in token):
         # Checked here: an HTTP library's complaint about the header would quote the token.
@@ -2007,24 +1934,26 @@ def api_host(environ: Mapping[str, str] | None = None) -> str:
     """The API address, checked to be safe for a token: the first of these that is set.
 
     1. ``VALOHAI_HOST``;
-    2. inside an execution, the origin of the pre-signed status-detail URL in ``api.json``,
-       which is the installation's own API (so a self-hosted Valohai needs no setting);
+    2. inside an execution (``VH_JOB_ID``), the origin of the pre-signed status-detail URL
+       in ``api.json``, the installation's own API (so a self-hosted Valohai needs no
+       setting); on a laptop a stray ``api.json`` in a checkout is never read;
     3. ``https://app.valohai.com``.
 
     Plain ``http`` is refused unless the host is a loopback address (local tests).
     """
-    configured = (os.environ if environ is None else environ).get("VALOHAI_HOST", "").strip()
+    environ = os.environ if environ is None else environ
+    configured = environ.get("VALOHAI_HOST", "").strip()
     if configured:
         return _origin(configured, "VALOHAI_HOST")
-    signed = _signed_call_url()
-    if signed:
-        parts = urlsplit(signed)
-        return _origin(f"{parts.scheme}://{parts.netloc}", "the status-detail URL in api.json")
-    return DEFAULT_HOST
+    signed = _signed_call("set_status_detail") if environ.get("VH_JOB_ID") else None
+    if signed is None:
+        return DEFAULT_HOST
+    parts = parse_url(str(signed.get("url")))
+    return _origin(f"{parts.scheme}://{parts.netloc}", "the status-detail URL in api.json")
 
 
-def _signed_call_url() -> str | None:
-    """The URL of the pre-signed status-detail call in ``api.json``; None without the file.
+def _signed_call(endpoint: str) -> dict[str, Any] | None:
+    """A pre-signed call of ``api.json`` (``url``, ``method``, ``headers``); None without the file.
 
     An ``api.json`` that is there but unusable is an error, not a reason to send a
     self-hosted installation's token to app.valohai.com.
@@ -2032,16 +1961,15 @@ def _signed_call_url() -> str | None:
     path = config_dir() / "api.json"
     if not os.path.lexists(path):  # locally, or an execution without pre-signed calls
         return None
-    unusable = f"{path} has no usable set_status_detail URL to find the API by: set VALOHAI_HOST"
+    unusable = f"{path} has no usable {endpoint} URL to find the API by: set VALOHAI_HOST"
     try:
-        entry = _read_json_object(path).get("set_status_detail")
-    except RetryError as exc:
+        entry = _read_json_object(path).get(endpoint)
+        url = parse_url(entry["url"]) if isinstance(entry, dict) and isinstance(entry.get("url"), str) else None
+    except (RetryError, ValueError) as exc:
         raise RetryError(f"{unusable} ({exc})") from None
-    url = entry.get("url") if isinstance(entry, dict) else None
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or not parts.scheme or not parts.netloc:
+    if url is None or not url.scheme or not url.host:
         raise RetryError(unusable)
-    return str(url)
+    return dict(entry)  # type: ignore[arg-type]  # checked to be a dict above
 
 
 def _origin(address: str, name: str) -> str:
@@ -2049,7 +1977,7 @@ def _origin(address: str, name: str) -> str:
 
     Parsed with the URL parser of the HTTP library that makes the requests (urllib3), so
     the host checked is the host connected to.  User info, backslashes, whitespace, paths
-    and queries are refused: each is a way to make the two parsers disagree.
+    and queries are refused.
     """
     text = address.strip().rstrip("/")
     example = "an address like https://valohai.example.com"
@@ -2057,24 +1985,18 @@ def _origin(address: str, name: str) -> str:
         raise RetryError(f"{name} must be {example}, without spaces, backslashes or user info; got {quote(text, 80)}")
     try:
         url = parse_url(text)
-    except LocationParseError:
+    except ValueError:
         raise RetryError(f"{name} must be {example}, got {quote(text, 80)}") from None
-    plain = urlsplit(text)
-    if url.scheme not in ("https", "http") or not url.host or (url.path or url.query or url.fragment):
+    if url.scheme not in ("https", "http") or not url.host or url.path or url.query or url.fragment:
         raise RetryError(f"{name} must be {example} (no path or query), got {quote(text, 80)}")
-    if (plain.hostname or "").lower() != url.host.strip("[]").lower() or plain.port != url.port:
-        raise RetryError(f"{name} is ambiguous ({quote(text, 80)}): parsers disagree on its host")
     if url.scheme == "http" and not _is_loopback(url.host.strip("[]")):
         raise RetryError(f"{name} uses plain http ({text}): the token would travel unencrypted; use https")
-    port = f":{url.port}" if url.port is not None else ""
-    return f"{url.scheme}://{url.host}{port}"
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port is not None else "")
 
 
 def _is_loopback(hostname: str) -> bool:
-    if hostname.lower() == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(hostname).is_loopback
+        return hostname.lower() == "localhost" or ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
 
@@ -2084,10 +2006,7 @@ def request_timeout(environ: Mapping[str, str] | None = None) -> tuple[float, fl
     raw = (os.environ if environ is None else environ).get("RETRY_API_TIMEOUT", "").strip()
     if not raw:
         return REQUEST_TIMEOUT
-    try:
-        seconds = float(raw) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw) else -1.0
-    except ValueError:  # pragma: no cover - the pattern admits only valid floats
-        seconds = -1.0
+    seconds = float(raw) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", raw) else -1.0
     if not 0 < seconds <= 600:
         raise ConfigError(
             f"RETRY_API_TIMEOUT must be a number of seconds above 0 and at most 600, got {quote(raw, 20)}"
@@ -2097,67 +2016,65 @@ def request_timeout(environ: Mapping[str, str] | None = None) -> tuple[float, fl
 
 # --- status detail and output ----------------------------------------------------------
 
-#: The longest a status detail call may take, whatever the server does.
+#: The longest one status-detail call may take, whatever the server does.
 STATUS_DETAIL_TIMEOUT = 10.0
-_STATUS_DETAIL_LIMIT = 1000
+#: The longest a status detail gets (its record included).
+STATUS_DETAIL_LIMIT = 1000
+#: A record is written up to this many times: the next copy of the chain decides by it.
+RECORD_TRIES = 3
 
 
 def set_status_detail(text: str) -> bool:
     """Set this execution's status detail; best effort, never raises, never blocks long.
 
-    Uses the pre-signed call that Valohai puts in ``api.json`` (no token involved).
-    Returns whether it was set; locally (no ``api.json``) it does nothing.
+    Uses the pre-signed call that Valohai puts in ``api.json`` (no token involved), as
+    ``valohai.set_status_detail`` does, but bounded in time.  Returns whether it was set;
+    locally (no ``api.json``) it does nothing.
     """
-    text = _one_line(text, _STATUS_DETAIL_LIMIT)
     try:
-        _send_status_detail(text)
-    except FileNotFoundError:
-        return False
+        call = _signed_call("set_status_detail") if os.environ.get("VH_JOB_ID") else None
+        if call is None:
+            return False
+        try:
+            seconds = min(STATUS_DETAIL_TIMEOUT, request_timeout()[1])
+        except ConfigError:  # a broken RETRY_API_TIMEOUT is reported on its own; the detail still goes
+            seconds = STATUS_DETAIL_TIMEOUT
+        method, url = str(call.pop("method", "POST")), str(call.pop("url"))
+        call.update(json={"status_detail": _one_line(text, STATUS_DETAIL_LIMIT)}, timeout=(min(5.0, seconds), seconds))
+        answer = _exchange(requests.Session(), method, url, seconds, **call)
+        if answer.body is None or not 200 <= (answer.status or 0) < 300:
+            raise answer.error or APIError(f"HTTP {answer.status}")
     except Exception as exc:  # a status detail must never hide the real error
         _say(f"could not set the status detail: {_reason(exc)}")
         return False
     return True
 
 
-def _send_status_detail(text: str) -> None:
-    if _send_signed_request is None:  # its public helper has no timeout, but it is all there is
-        valohai.set_status_detail(text)
-        return
-    # The same call valohai.set_status_detail() makes, bounded as a whole so it cannot hang.
-    try:
-        seconds = min(STATUS_DETAIL_TIMEOUT, request_timeout()[1])
-    except ConfigError:  # a broken RETRY_API_TIMEOUT is reported on its own; the detail still goes
-        seconds = STATUS_DETAIL_TIMEOUT
-    timeout = (min(REQUEST_TIMEOUT[0], seconds), seconds)
-    _within(
-        seconds,
-        lambda: _send_signed_request(endpoint="set_status_detail", json={"status_detail": text}, timeout=timeout),
-    )
-
-
-def _finish(message: str, code: int) -> int:
-    """End an attempt's story: the status detail (on Valohai) and the last log line."""
-    set_status_detail(message)
-    _say(message)
-    return code
+def _write_record(text: str, sleep: Callable[[float], None]) -> bool:
+    """Set the status detail that holds an attempt's record, asking again a few times."""
+    for tries in range(1, RECORD_TRIES + 1):
+        if set_status_detail(text):
+            return True
+        if tries < RECORD_TRIES:
+            sleep(0.5 * tries)
+    return False
 
 
 def _print_traceback(error: BaseException) -> None:
-    try:
-        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    except Exception:  # pragma: no cover - format_exception guards str() itself
-        text = f"{type(error).__name__} (its traceback could not be formatted)\n"
-    _write(_mask(text))
+    """The traceback, masked, with any line past 100,000 characters cut (a huge message
+    must not cost the memory the verdict needs)."""
+    for line in traceback.format_exception(type(error), error, error.__traceback__):
+        cut = line if len(line) <= 100_000 else f"{line[:100_000]}... ({len(line) - 100_000} more characters)\n"
+        _write(_mask(cut))
 
 
 def describe(error: BaseException) -> str:
-    """``Type: message`` on one line, masked and cut; safe for any exception."""
-    name = type(error).__name__
+    """``Type: message`` on one line, masked and cut; safe for any exception, cheap for a huge one."""
     try:
         text = _one_line(error)
     except Exception:  # an exception whose __str__ fails still gets a summary
         text = "(its message could not be shown)"
-    return f"{name}: {text}" if text else name
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def quote(value: object, limit: int = 60) -> str:
@@ -2166,17 +2083,33 @@ def quote(value: object, limit: int = 60) -> str:
     Safe for any value (an int too large to print, an object whose ``str`` fails).
     """
     try:
-        text = _mask(value if isinstance(value, str) else repr(value))
+        text = _mask((value if isinstance(value, str) else repr(value))[: limit * 4 + 200])
     except Exception:  # repr() refused it (an int of 5000 digits): say what it is instead
         return f"<a {type(value).__name__}>"
     text = re.sub(r"(?<=//)[^/@]*@", "***@", text)  # https://user:password@host
-    text = text if len(text) <= limit else text[:limit] + "..."
+    text = printable(text if len(text) <= limit else text[:limit] + "...")
     return repr(text) if isinstance(value, str) else text
 
 
+def printable(text: str) -> str:
+    """``text`` with every control, format (bidi, zero-width) and line-separator character
+    shown as an escape (``\\n``, ``\\x1b``, ``\\u2028``): one line that cannot forge another
+    or steer a terminal."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char)[0] == "C" or unicodedata.category(char) in ("Zl", "Zp")
+        else char
+        for char in text
+    )
+
+
 def _one_line(value: object, limit: int = 300) -> str:
-    """``value`` as one line of at most ``limit`` characters, the token masked *before* cutting."""
-    text = " ".join(_mask(str(value)).split())
+    """``value`` as one line of at most ``limit`` characters, the token masked *before* cutting.
+
+    Only the start of a long text is looked at, so a message of any size costs little.
+    """
+    longest = max(map(len, _secrets), default=0) + 64
+    text = " ".join(_mask(str(value)[: 2 * limit + longest]).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -2195,31 +2128,32 @@ def _remember_token(environ: Mapping[str, str]) -> None:
 
 
 def _mask(text: str) -> str:
-    secrets = set(_secrets)
-    secrets.add(os.environ.get("VH_API_TOKEN", "").strip())
-    for secret in sorted((secret for secret in secrets if secret), key=len, reverse=True):
+    _remember_token(os.environ)
+    for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 
 
 def _say(message: str) -> None:
-    """Print one ``[retry]`` line; line breaks in it (a folder's name, say) are shown escaped."""
-    text = _mask(message).replace("\r", "\\r").replace("\n", "\\n")
-    _write(f"[retry] {text}\n")
+    """Print one ``[retry]`` line; line breaks and control characters in it are shown escaped."""
+    _write(f"[retry] {printable(_mask(message))}\n")
 
 
 def _write(text: str) -> None:
-    try:
+    with contextlib.suppress(OSError, ValueError):  # stderr closed or broken: nothing else can be done
         sys.stderr.write(text)
         sys.stderr.flush()
-    except (OSError, ValueError):  # stderr closed or broken: nothing else can be done
-        pass
 
 
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
+
+
+def _seconds(seconds: float) -> str:
+    """A wait as people read it: whole seconds, or tenths below ten (rounded up: never "0")."""
+    return f"{seconds:.0f}" if seconds >= 10 else f"{-(-seconds * 10 // 1) / 10:g}"
 
 
 # --- the world, as the retry logic sees it ---------------------------------------------
@@ -2276,14 +2210,15 @@ def parse_instant(text: str) -> float:
     return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
+def _is_instant(value: Any) -> bool:
+    return isinstance(value, str) and _INSTANT.fullmatch(value.strip()) is not None
+
+
 def _format_instant(timestamp: float) -> str:
     """``timestamp`` as an ISO 8601 UTC instant in milliseconds, rounded *up* (never early)."""
     milliseconds = -(-int(timestamp * 1_000_000) // 1000)  # ceiling, in integers: no float rounding
-    moment = _EPOCH + datetime.timedelta(milliseconds=milliseconds)
+    moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=milliseconds)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 if __name__ == "__main__":  # pragma: no cover - a hint for whoever runs the file itself

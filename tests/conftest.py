@@ -244,23 +244,37 @@ def expected_payload(tags: list[str], not_before: str | None) -> dict[str, Any]:
     }
 
 
-def expect_status_detail(api: responses.RequestsMock, text: str) -> None:
-    """The pre-signed status-detail call, with its own signature and never the token."""
-    api.post(
-        STATUS_URL,
-        match=[
-            matchers.json_params_matcher({"status_detail": text}),
-            matchers.header_matcher({"Authorization": "Signature d1e2f3a4b5c6"}),
-        ],
-    )
+def expect_status_detail(api: responses.RequestsMock, text: str, record: retry.Record | None = None) -> None:
+    """The pre-signed status-detail call, with its own signature and never the token.
+
+    ``text`` is what people read; ``record``, when given, the record that must follow it.
+    """
+
+    def says(request: Any) -> tuple[bool, str]:
+        detail = json.loads(request.body)["status_detail"]
+        human = detail.partition(retry.RECORD_MARK)[0]
+        if human != text:
+            return False, f"status detail {human!r} is not {text!r}"
+        if record is not None and retry.read_record(detail) != record:
+            return False, f"record {retry.read_record(detail)!r} is not {record!r}"
+        return True, ""
+
+    api.post(STATUS_URL, match=[says, matchers.header_matcher({"Authorization": "Signature d1e2f3a4b5c6"})])
 
 
-def expect_project(api: responses.RequestsMock, variables: dict[str, Any] | None = None, host: str = HOST) -> None:
-    """The project's detail, read once per chain to check that the token is a project variable."""
-    if variables is None:
-        variables = {"VH_API_TOKEN": {"value": None, "secret": True}}
-    body = {"id": PROJECT_ID, "name": "churn-model", "environment_variables": variables}
-    api.get(f"{host}/api/v0/projects/{PROJECT_ID}/", json=body, match=[AUTH])
+def status_details(api: responses.RequestsMock) -> list[str]:
+    """The status details sent, in order (their human part)."""
+    sent = [json.loads(call.request.body)["status_detail"] for call in api.calls if "status-detail" in call.request.url]
+    return [detail.partition(retry.RECORD_MARK)[0] for detail in sent]
+
+
+def records(api: responses.RequestsMock) -> list[retry.Record | None]:
+    """The records sent with status details, in order."""
+    return [
+        retry.read_record(json.loads(call.request.body)["status_detail"])
+        for call in api.calls
+        if "status-detail" in call.request.url
+    ]
 
 
 def expect_detail(api: responses.RequestsMock, detail: dict[str, Any] | None = None) -> None:

@@ -122,6 +122,16 @@ class Execution:
     def log_text(self) -> str:
         return "\n".join(line for _, _, line in self.log)
 
+    @property
+    def verdict(self) -> str | None:
+        """The part of its status detail written for people (before the record, if any)."""
+        return None if self.status_detail is None else self.status_detail.partition(retry.RECORD_MARK)[0]
+
+    @property
+    def record(self) -> retry.Record | None:
+        """The record its status detail ends with, if any."""
+        return retry.read_record(self.status_detail)
+
 
 @dataclass
 class Datum:
@@ -306,23 +316,25 @@ class Platform:
             return sorted((d for d in self.data.values() if d.execution is execution), key=lambda d: d.ctime)
 
     def relaunch_calls(self, failed: Execution) -> list[Call]:
-        """The requests ``failed`` made to start its retry: from reading its own detail to its end.
-
-        Its retry may start meanwhile: the retry's check for copies of itself (a list of the
-        project's executions) and its status details are not counted, and so neither is a
-        search the relaunch itself makes after a lost answer.
-        """
+        """The requests ``failed`` made to start its retry: from reading its own detail to its end."""
+        own = self.calls_of(failed)
         detail = f"/api/v0/executions/{failed.id}/"
-        start = min((call.at for call in self.calls if call.path == detail), default=None)
-        if start is None or failed.ended_at is None:
-            return []
+        start = min((call.at for call in own if call.path == detail), default=None)
+        return [call for call in own if start is not None and call.at >= start]
+
+    def calls_of(self, execution: Execution) -> list[Call]:
+        """The requests ``execution``'s own process made: its API calls (retry.py names its job in
+        its User-Agent) and its pre-signed status-detail calls."""
         return [
             call
             for call in self.calls
-            if start <= call.at <= failed.ended_at
-            and not (call.method == "GET" and call.path == "/api/v0/executions/")
-            and ("status-detail" not in call.path or failed.id in call.path)
+            if execution.id in call.user_agent or ("status-detail" in call.path and execution.id in call.path)
         ]
+
+    def start_calls(self, execution: Execution) -> list[Call]:
+        """The requests a retry made before its job started (or it stood down): its start's cost."""
+        until = execution.work_started_at or execution.ended_at or time.time()
+        return [call for call in self.calls_of(execution) if call.at <= until]
 
     def creates(self) -> list[Call]:
         """The create calls received (whatever their outcome)."""

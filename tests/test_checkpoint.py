@@ -23,7 +23,7 @@ from conftest import (
     Spawned,
     connection_error,
     expect_detail,
-    expect_project,
+    load_fixture,
     expected_payload,
     fail,
     instant,
@@ -69,7 +69,6 @@ def expect_relaunch_with(api: responses.RequestsMock, clock: FakeClock, checkpoi
         payload["inputs"]["checkpoint"] = checkpoint
     strict = matchers.json_params_matcher(payload, strict_match=True)
     api.post(CREATE_URL, json=CREATED, status=201, match=[AUTH, strict])
-    expect_project(api)
     api.post(STATUS_URL)
 
 
@@ -121,14 +120,21 @@ def test_a_list_that_never_ends_hands_on_the_newest_checkpoint_read(
     assert "the retry gets the newest checkpoint read so far" in capsys.readouterr().err
 
 
-def test_another_executions_output_is_never_handed_on(
-    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+@pytest.mark.parametrize(
+    "owner",
+    [{"id": "x"}, None, EXECUTION_ID, {"counter": 41}, [EXECUTION_ID], "missing"],
+    ids=["another", "null", "a-bare-id", "no-id", "a-list", "missing"],
+)
+def test_an_output_of_another_or_an_unknown_owner_is_never_handed_on(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, owner: Any
 ) -> None:
+    # A server that ignores the filter lists a hand upload or another execution's checkpoint.
     expect_detail(api)
-    foreign = {
-        **datum("checkpoint-epoch-0009.json", "2026-11-20T09:20:00Z", "d-other"),
-        "output_execution": {"id": "x"},
-    }
+    foreign = datum("checkpoint-epoch-0009.json", "2026-11-20T09:20:00Z", "d-other")
+    if owner == "missing":
+        del foreign["output_execution"]
+    else:
+        foreign["output_execution"] = owner
     own = datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20Z", "d-own")
     api.get(DATA_URL, json={"count": 2, "next": None, "results": [foreign, own]})
     expect_relaunch_with(api, clock, ["datum://d-own"])
@@ -144,7 +150,7 @@ def test_a_slow_output_list_costs_only_the_checkpoint_not_the_retry(
     expect_relaunch_with(api, clock, None)
 
     assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
-    assert clock.slept <= retry.CHECK_BUDGET  # the lookup gave up within its own budget
+    assert clock.slept <= retry.CHECKPOINT_BUDGET  # the lookup gave up within its own part of the budget
 
 
 def test_without_a_new_checkpoint_the_retry_gets_the_one_this_attempt_started_from(
@@ -202,7 +208,7 @@ def test_no_checkpoint_anywhere_leaves_the_input_out(
     expect_relaunch_with(api, clock, None)
 
     assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
-    assert "no checkpoint yet: the retry starts from the beginning" in capsys.readouterr().err
+    assert "no checkpoint uploaded yet: the retry starts from the beginning" in capsys.readouterr().err
 
 
 def test_a_failing_output_list_costs_only_the_newest_checkpoint(
@@ -295,24 +301,60 @@ def aged(path: Path, mtime: float, text: str = "{}") -> Path:
     return path
 
 
-def test_locally_the_next_process_is_handed_the_newest_checkpoint_file(
+def finished(path: Path, mtime: float | None = None) -> Path:
+    """A checkpoint the attempt wrote and marked for live upload (read-only), now or at ``mtime``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"epoch": 1}')
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    return path
+
+
+def test_locally_the_next_process_is_handed_the_newest_finished_checkpoint(
     local_outputs: Path, runtime: retry.Runtime, spawned: Spawned, capsys: Any
 ) -> None:
-    aged(local_outputs / "checkpoint-epoch-0001.json", 1000)
-    newest = aged(local_outputs / "sub" / "checkpoint-epoch-0002.json", 2000)
-    aged(local_outputs / "model.json", 3000)
+    now = retry._STARTED_AT + 10
+    finished(local_outputs / "checkpoint-epoch-0001.json", now)
+    newest = finished(local_outputs / "sub" / "checkpoint-epoch-0002.json", now + 1)
+    finished(local_outputs / "model.json", now + 2)
 
     retry.handle_failure(connection_error(), retry.Policy(checkpoint="checkpoint"), runtime=runtime)
 
     [(_, environ)] = spawned.calls
     assert environ["RETRY_CHECKPOINT"] == str(newest.resolve())
-    assert f"the next process resumes from the checkpoint {newest.resolve()}" in capsys.readouterr().err
+    assert f"the retry resumes from the checkpoint {newest.resolve()}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["VH_FLAT_LOCAL_OUTPUTS", "VH_OUTPUTS_DIR"])
+def test_locally_a_stale_or_unfinished_checkpoint_is_never_handed_on(
+    local_outputs: Path,
+    runtime: retry.Runtime,
+    spawned: Spawned,
+    capsys: Any,
+    clean_env: pytest.MonkeyPatch,
+    flat: bool,
+) -> None:
+    if flat:  # yesterday's run left its files where this one writes too
+        clean_env.delenv("VH_OUTPUTS_DIR")
+        clean_env.setenv("VH_FLAT_LOCAL_OUTPUTS", "1")
+        clean_env.chdir(local_outputs.parent)
+        local_outputs = local_outputs.parent / ".valohai" / "outputs"
+    finished(local_outputs / "checkpoint-epoch-0005.json", retry._STARTED_AT - 86_400)  # yesterday's
+    (local_outputs / "checkpoint-epoch-0006.json").write_text('{"epo')  # still being written
+
+    retry.handle_failure(connection_error(), retry.Policy(checkpoint="checkpoint"), runtime=runtime)
+
+    [(_, environ)] = spawned.calls
+    assert "RETRY_CHECKPOINT" not in environ
+    err = capsys.readouterr().err
+    assert f"no finished checkpoint matching '*checkpoint*' in {local_outputs.resolve()}:" in err
 
 
 def test_locally_without_the_setting_nothing_is_handed_on(
     local_outputs: Path, runtime: retry.Runtime, spawned: Spawned
 ) -> None:
-    aged(local_outputs / "checkpoint-epoch-0001.json", 1000)
+    finished(local_outputs / "checkpoint-epoch-0001.json")
     retry.handle_failure(connection_error(), retry.Policy(), runtime=runtime)
     [(_, environ)] = spawned.calls
     assert "RETRY_CHECKPOINT" not in environ
@@ -427,7 +469,7 @@ def test_locally_a_job_that_changed_folder_after_saving_still_hands_on_its_check
     clean_env: pytest.MonkeyPatch, tmp_path: Path, runtime: retry.Runtime, spawned: Spawned
 ) -> None:
     start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
-    saved = aged(start / "outs" / "checkpoint-epoch-0003.json", 1000)
+    saved = finished(start / "outs" / "checkpoint-epoch-0003.json")
     elsewhere.mkdir()
     clean_env.setenv("VH_OUTPUTS_DIR", "outs")  # relative, as valohai-utils' local default is
     clean_env.setattr(retry, "_STARTED_IN", str(start))
@@ -461,3 +503,77 @@ def test_an_upload_that_is_slow_to_be_listed_is_looked_for_once_more(
     assert "still not listed after the wait, so the retry gets the newest listed one: checkpoint-epoch-0003.json" in (
         capsys.readouterr().err
     )
+
+
+def test_a_create_refused_for_its_checkpoint_is_sent_once_more_without_it(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    # The datum was purged, or this commit does not declare the input: it costs the checkpoint only.
+    expect_detail(api)
+    api.get(
+        DATA_URL,
+        json={"count": 1, "next": None, "results": [datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20Z")]},
+    )
+    with_checkpoint = expected_payload(["nightly", "retry: 1"], instant(clock.now_value + 60))
+    with_checkpoint["inputs"]["checkpoint"] = ["datum://d-checkpoint-epoch-0002.json"]
+    refusal = {"inputs": ["checkpoint: 'datum://d-checkpoint-epoch-0002.json' is not a known datum or URL."]}
+    api.post(
+        CREATE_URL, status=400, json=refusal, match=[matchers.json_params_matcher(with_checkpoint, strict_match=True)]
+    )
+    expect_relaunch_with(api, clock, None)
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
+    assert (
+        "is not a known datum or URL.; sending it once more without the checkpoint, so the retry starts from the beginning"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_refusal_for_another_reason_still_ends_the_relaunch(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    expect_detail(api)
+    api.get(
+        DATA_URL,
+        json={"count": 1, "next": None, "results": [datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20Z")]},
+    )
+    api.post(CREATE_URL, status=400, json={"step": ["Step 'train' not found."]})  # with and without the checkpoint
+    api.post(STATUS_URL)
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RELAUNCH_FAILED
+    assert sum(call.request.method == "POST" and call.request.url == CREATE_URL for call in api.calls) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("step: Step 'train' not found.")
+
+
+def test_without_the_setting_a_restart_input_is_never_copied() -> None:
+    detail = load_fixture("execution-detail.json")
+    detail["inputs"].append({"name": "_restart", "urls": ["datum://d-4", "datum://d-7"]})
+    assert retry.build_retry_payload(detail, 1, parent_id="p")["inputs"] == {
+        "dataset": ["s3://acme-ml-data/churn/train.csv"]
+    }
+
+
+def test_one_budget_covers_the_whole_relaunch_checkpoints_included(
+    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock, capsys: Any
+) -> None:
+    api.get(f"{HOST}/api/v0/executions/{EXECUTION_ID}/", status=503, headers={"Retry-After": "25"})
+    expect_detail(api)
+    api.get(DATA_URL, body=requests.ConnectionError("connection reset"))  # costs its 20 s
+    api.post(CREATE_URL, status=429, headers={"Retry-After": "30"})  # 45 s gone: 30 more would pass 60
+    api.post(STATUS_URL)
+
+    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RELAUNCH_FAILED
+    assert clock.slept <= retry.API_BUDGET
+    assert "HTTP 429, rate limited (gave up after 1 tries)" in capsys.readouterr().err
+
+
+def test_an_answer_over_the_size_cap_is_not_asked_for_again(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setattr(retry, "MAX_ANSWER_BYTES", 1000)
+    api.get(f"{HOST}/api/v0/executions/{EXECUTION_ID}/", json={"padding": "x" * 2000})
+    api.post(STATUS_URL)
+
+    assert fail(runtime) == retry.EXIT_RELAUNCH_FAILED
+    assert sum(call.request.method == "GET" for call in api.calls) == 1  # it cannot shrink
+    assert "the answer is larger than 1000 bytes" in capsys.readouterr().err

@@ -86,7 +86,7 @@ def test_a_failure_before_the_first_checkpoint_starts_the_retry_from_the_beginni
         4,
         5,
     ]
-    assert "no checkpoint yet: the retry starts from the beginning" in first.log_text()
+    assert "no checkpoint uploaded yet: the retry starts from the beginning" in first.log_text()
     assert second.status == "complete" and "checkpoint" not in second.inputs
 
 

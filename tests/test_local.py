@@ -61,7 +61,7 @@ def test_each_retry_replaces_the_failed_process(tmp_path: Path) -> None:
     # One process id for the whole chain: each attempt took over the one before, so no
     # failed attempt (and its memory or GPU context) stays alive beside its retry.
     assert len({event["pid"] for event in attempts}) == 1
-    assert result.stderr.count("as a new process") == 2
+    assert result.stderr.count(": the same command, in this process") == 2
     assert result.stderr.rstrip().endswith("[retry] the job succeeded on attempt 3")
 
 

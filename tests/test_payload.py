@@ -26,6 +26,7 @@ import retry
 
 KUBERNETES = {"containers": {"workload": {"resources": {"requests": {"cpu": 2, "memory": 4096}}}}}
 SMALL = matchers.query_param_matcher({"exclude": "metadata,events"})
+IN_AN_EXECUTION = {"VH_JOB_ID": "job-1"}
 
 
 @pytest.mark.parametrize(
@@ -84,9 +85,12 @@ def test_a_field_the_execution_lacks_is_left_out(field: str, in_detail: Any) -> 
     assert retry.build_retry_payload(detail, 1, parent_id=EXECUTION_ID) == expected
 
 
-def test_the_retry_always_inherits_the_project_variables_and_secrets() -> None:
+def test_the_retry_always_inherits_the_project_variables_and_secrets(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("VH_CONFIG_DIR", str(tmp_path / "nonexistent"))
     detail = {"project": {"id": PROJECT_ID}, "commit": {"identifier": "abc"}, "step": "train"}
-    payload = retry.build_retry_payload(detail, 2, parent_id="p", config=Path("/nonexistent"))
+    payload = retry.build_retry_payload(detail, 2, parent_id="p")
     assert payload == {
         "project": PROJECT_ID,
         "commit": "abc",
@@ -105,14 +109,12 @@ def write_api_json(config_dir: Path, url: str) -> None:
 
 
 def expect_relaunch_at(api: responses.RequestsMock, host: str, clock: FakeClock) -> None:
-    """The three API calls of a first relaunch, at ``host``, with the exact create body."""
+    """The two API calls of a relaunch, at ``host``, with the exact create body."""
     detail_url = f"{host}/api/v0/executions/{EXECUTION_ID}/"
     api.get(detail_url, json=load_fixture("execution-detail.json"), match=[AUTH, SMALL])
     payload = expected_payload(["nightly", "retry: 1"], instant(clock.now_value + 60))
     strict = matchers.json_params_matcher(payload, strict_match=True)
     api.post(f"{host}/api/v0/executions/", json=CREATED, status=201, match=[AUTH, strict])
-    variables = {"VH_API_TOKEN": {"value": None, "secret": True}}
-    api.get(f"{host}/api/v0/projects/{PROJECT_ID}/", json={"environment_variables": variables}, match=[AUTH])
 
 
 def test_valohai_host_wins_over_api_json(
@@ -163,15 +165,27 @@ def test_an_api_json_without_a_usable_url_is_refused_not_ignored(config_dir: Pat
     # Falling back to app.valohai.com would send a self-hosted installation's token there.
     (config_dir / "api.json").write_text(content)
     with pytest.raises(retry.RetryError, match=r"api.json has no usable set_status_detail URL to find the API by"):
-        retry.api_host({})
+        retry.api_host(IN_AN_EXECUTION)
 
 
 def test_an_api_json_url_on_loopback_is_its_own_origin(config_dir: Path) -> None:
     write_api_json(config_dir, "http://127.0.0.1:8000/x/?s=1")
-    assert retry.api_host({}) == "http://127.0.0.1:8000"
+    assert retry.api_host(IN_AN_EXECUTION) == "http://127.0.0.1:8000"
 
 
 def test_an_api_json_url_in_plain_http_on_another_host_is_refused(config_dir: Path) -> None:
     write_api_json(config_dir, "http://valohai.acme.internal/api/v0/executions/x/status-detail/")
     with pytest.raises(retry.RetryError, match=r"the status-detail URL in api.json uses plain http"):
-        retry.api_host({})
+        retry.api_host(IN_AN_EXECUTION)
+
+
+def test_on_a_laptop_a_stray_api_json_never_steers_the_token(config_dir: Path, clean_env: pytest.MonkeyPatch) -> None:
+    # A clone, a checkout or an unpacked artifact may carry .valohai/config/api.json: outside an
+    # execution it is never read, so the token goes to VALOHAI_HOST or app.valohai.com only.
+    write_api_json(config_dir, "https://collector.example.com/api/v0/executions/x/status-detail/")
+    assert retry.api_host({}) == "https://app.valohai.com"
+    assert retry.api_host({"VALOHAI_HOST": "https://valohai.acme.internal"}) == "https://valohai.acme.internal"
+    (config_dir / "api.json").write_text("not json")
+    assert retry.api_host({}) == "https://app.valohai.com"  # not even refused: simply not looked at
+    with pytest.raises(retry.RetryError, match="api.json has no usable"):  # inside an execution it is
+        retry.api_host(IN_AN_EXECUTION)

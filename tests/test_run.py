@@ -54,7 +54,7 @@ def test_local_failure_relaunches_the_same_command_as_a_new_process(
     assert clock.sleeps == []
     err = capsys.readouterr().err
     assert "attempt 1 of up to 3, running locally" in err
-    assert "starting retry 1/2 as a new process" in err
+    assert "starting retry 1/2: the same command, in this process" in err
 
 
 def test_local_retry_waits_for_its_turn_then_works(

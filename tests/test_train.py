@@ -52,6 +52,7 @@ def test_failure_rate_decides_whether_an_attempt_fails(train: ModuleType) -> Non
 def test_outage_variable_fails_only_the_first_attempts(train: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(train.OUTAGE_VARIABLE, "1")
     assert train.failing_epoch(0.0, random.Random()) is not None
+    retry._process = retry._ProcessState()  # the retry: a new process, which reads its chain afresh
     monkeypatch.setenv("RETRY_LOCAL_NUMBER", "1")
     assert train.failing_epoch(1.0, random.Random()) is None
 
