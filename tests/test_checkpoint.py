@@ -23,10 +23,10 @@ from conftest import (
     Spawned,
     connection_error,
     expect_detail,
-    load_fixture,
     expected_payload,
     fail,
     instant,
+    load_fixture,
 )
 from responses import matchers
 
@@ -524,8 +524,8 @@ def test_a_create_refused_for_its_checkpoint_is_sent_once_more_without_it(
 
     assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
     assert (
-        "is not a known datum or URL.; sending it once more without the checkpoint, so the retry starts from the beginning"
-        in capsys.readouterr().err
+        "is not a known datum or URL.; sending it once more without the checkpoint,"
+        " so the retry starts from the beginning" in capsys.readouterr().err
     )
 
 

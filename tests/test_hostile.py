@@ -17,7 +17,6 @@ import pytest
 import requests
 import responses
 from conftest import (
-    AUTH,
     CREATE_URL,
     CREATED,
     DETAIL_URL,
@@ -39,7 +38,6 @@ from conftest import (
 )
 from responses import matchers
 
-import chains
 import retry
 
 LIST_FIRST_PAGE = matchers.query_param_matcher(

@@ -187,5 +187,5 @@ def test_on_a_laptop_a_stray_api_json_never_steers_the_token(config_dir: Path, c
     assert retry.api_host({"VALOHAI_HOST": "https://valohai.acme.internal"}) == "https://valohai.acme.internal"
     (config_dir / "api.json").write_text("not json")
     assert retry.api_host({}) == "https://app.valohai.com"  # not even refused: simply not looked at
-    with pytest.raises(retry.RetryError, match="api.json has no usable"):  # inside an execution it is
+    with pytest.raises(retry.RetryError, match=r"api\.json has no usable"):  # inside an execution it is
         retry.api_host(IN_AN_EXECUTION)

@@ -337,7 +337,8 @@ def test_a_server_that_ignores_the_order_asked_is_read_on(
     # Oldest first: the parent comes before its copies, yet #42 must still be found.
     this_copy(config_dir, monkeypatch)
     expect_parent(api, UNCONFIRMED)
-    api.get(CREATE_URL, json={"count": 3, "next": "more", "results": [UNCONFIRMED, copy_of_retry(42, status="started")]})
+    oldest_first = [UNCONFIRMED, copy_of_retry(42, status="started")]
+    api.get(CREATE_URL, json={"count": 3, "next": "more", "results": oldest_first})
     last = {"count": 3, "next": None, "results": [{"id": "id-43", "counter": 43, "tags": ["nightly", "retry: 1"]}]}
     offset = {"project": PROJECT_ID, "ordering": "-counter", "deleted": "false", "limit": "100", "offset": "2"}
     api.get(CREATE_URL, json=last, match=[matchers.query_param_matcher(offset)])

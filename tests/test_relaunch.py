@@ -16,17 +16,16 @@ from conftest import (
     DETAIL_URL,
     EXECUTION_ID,
     HOST,
-    PROJECT_ID,
     STATUS_URL,
     TOKEN,
     FakeClock,
     expect_detail,
-    records,
     expect_status_detail,
     expected_payload,
     fail,
     instant,
     load_fixture,
+    records,
     set_tags,
 )
 from responses import matchers
@@ -478,7 +477,8 @@ def test_a_create_answered_5xx_is_sent_again_and_the_record_names_the_confirmed_
     api.post(CREATE_URL, status=status, json={"detail": "upstream reset"})
     api.post(CREATE_URL, json=CREATED, status=201)
     summary = "ConnectionError: could not connect to db.internal:5432"
-    expect_status_detail(api, f"{summary} - retry 1/3 started as #42", retry.Record("started", 1, CREATED["id"], summary))
+    heir = retry.Record("started", 1, CREATED["id"], summary)
+    expect_status_detail(api, f"{summary} - retry 1/3 started as #42", heir)
 
     assert fail(runtime) == retry.EXIT_RETRY_STARTED
     assert f"HTTP {status}" in capsys.readouterr().err

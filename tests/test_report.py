@@ -629,8 +629,10 @@ def test_a_recovery_counts_by_the_retry_that_succeeded() -> None:
             "OSError: [Errno <n>] No space left on device: '/tmp/ckpt-<id>.pt'",
         ),
         (
-            "ReadTimeout: HTTPSConnectionPool(host='s3.eu-west-1.amazonaws.com', port=443): Read timed out. (read timeout=30.5)",
-            "ReadTimeout: HTTPSConnectionPool(host='s3.eu-west-<n>.amazonaws.com', port=<n>): Read timed out. (read timeout=<n>)",
+            "ReadTimeout: HTTPSConnectionPool(host='s3.eu-west-1.amazonaws.com', port=443): Read timed out."
+            " (read timeout=30.5)",
+            "ReadTimeout: HTTPSConnectionPool(host='s3.eu-west-<n>.amazonaws.com', port=<n>): Read timed out."
+            " (read timeout=<n>)",
         ),
         ("RuntimeError: step #3 of job #12 - failed", "RuntimeError: step #<n> of job #<n> - failed"),
         ("ValueError: model v2 on ipv6   host\tdeadbeef12", "ValueError: model v2 on ipv6 host <id>"),
