@@ -519,7 +519,8 @@ def read_period(
                 break
     except retry.ListTooLongError:
         period.stopped = f"the bound of {bounds.pages} list pages"
-    named = {record.heir for item, _ in entries if (record := retry.read_record(item)) and record.outcome == "started"}
+    records = (retry.read_record(item) for item, _ in entries)
+    named = {record.heir for record in records if record and record.outcome == "started" and record.heir}
     for item, created in entries:
         known: dict[str, Any] | None = item
         if _needs_detail(item, named):
