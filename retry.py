@@ -1,23 +1,21 @@
 """Retry a Valohai execution after a transient error by starting a fresh copy of it.
 
-Copy this one file into your project (it needs ``requests`` and ``valohai-utils``) and
-wrap your entry point::
+Copy this one file into your project (it needs ``requests`` and ``valohai-utils``), then::
 
     import retry
 
     retry.run(main, retries=3, delay=60)
 
-The story, in the order this file tells it: :func:`run` calls ``main``; a retry first makes
-sure it is the copy its parent named, then waits out what is left of its delay.  When
-``main`` raises, :func:`handle_failure` asks :func:`decide`, a pure function of the policy,
-the chain's state and the error: not retried (a bug), gave up (the ``retry: N`` tag says
-the retries are used up), or retry N, not before an instant.  A platform carries it out.
-On Valohai the execution creates a copy of itself tagged ``retry: N+1``, names it in its
-:class:`Record` (the end of its status detail) and exits at once with 75; locally (no
-``VH_JOB_ID``) the same command runs again in this process.  With ``checkpoint=<input>``
-the retry gets the failed attempt's newest checkpoint; :func:`checkpoint_path` says where
-to resume.  Below: the policy, the payload, checkpoints, the API client, token and host,
-output.  Settings and variables: docs/reference.md.
+:func:`run` calls ``main``; a retry first makes sure it is the copy its parent named, then
+waits out what is left of its delay.  When ``main`` raises, :func:`decide` (a pure function
+of the policy, the chain's state and the error) says: not retried (a bug), gave up (the
+``retry: N`` tag says the retries are used up), or retry N, not before an instant.  A
+platform carries it out: on Valohai the execution creates a copy of itself tagged
+``retry: N+1``, names it in its :class:`Record` (the end of its status detail) and exits at
+once with 75; locally (no ``VH_JOB_ID``) the same command runs again in this process.  With
+``checkpoint=<input>`` the retry gets the failed attempt's newest checkpoint, and
+:func:`checkpoint_path` says where to resume.  Below them: the policy, the payload,
+checkpoints, the API client, token and host, output.  Reference: docs/reference.md.
 """
 
 from __future__ import annotations
@@ -56,8 +54,8 @@ try:
     import valohai.paths
     from urllib3.util import parse_url
 except ImportError as missing:  # pragma: no cover - the first thing a new project may hit
-    message = f"retry.py needs the packages requests and valohai-utils ({missing.name} is missing)"
-    raise ImportError(f"{message}: pip install requests valohai-utils") from None
+    needed = f"retry.py needs the packages requests and valohai-utils ({missing.name} is missing)"
+    raise ImportError(f"{needed}: pip install requests valohai-utils") from None
 
 # What a job calls or catches.  The building blocks below stay importable and documented.
 __all__ = [
@@ -78,9 +76,9 @@ __all__ = [
     "run",
 ]
 
-# Exit codes: a retry was started (EX_TEMPFAIL); failed for good (retries used up, not transient,
-# or the job exited non-zero); invalid settings; a transient failure but no retry could be
-# started; a create that may have started one, unconfirmed.
+# Exit codes: a retry was started (EX_TEMPFAIL); failed for good (retries used up, not transient, or
+# the job exited non-zero); invalid settings; transient, but no retry could be started; a retry may
+# have been started, but the API never confirmed it.
 EXIT_RETRY_STARTED, EXIT_GAVE_UP, EXIT_BAD_CONFIG, EXIT_RELAUNCH_FAILED, EXIT_RETRY_UNCONFIRMED = 75, 1, 2, 3, 4
 T = TypeVar("T")
 
@@ -89,12 +87,10 @@ T = TypeVar("T")
 
 
 def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime | None = None, **settings: Any) -> T:
-    """Call ``fn``; on a transient error start a retry and exit, else fail for good.
-
-    Settings are :class:`Policy` fields (``retries=3, delay=60, ...``) or a ``policy``.  Returns
-    what ``fn`` returns (an ``async def`` function is run with ``asyncio.run``).  On failure the
-    process exits, from whatever thread, with an ``EXIT_*`` code after the traceback and one line.
-    """
+    """Call ``fn`` (an ``async def`` one with ``asyncio.run``) and return what it returns; on a
+    transient error start a retry, else fail for good.  Settings are :class:`Policy` fields or a
+    ``policy``.  A failure prints the traceback and one line, and ends the process (from any
+    thread) with an ``EXIT_*`` code."""
     runtime = runtime or Runtime()
     _remember_token(runtime.environ)
     platform = _platform(runtime)
@@ -131,12 +127,9 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
 
 
 def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | None = None) -> int:
-    """Deal with ``error`` from an attempt: retry it or give up; return the exit code.
-
-    Prints the traceback and one line, and records the outcome.  One failure per process is
-    acted on: a second call (another thread failing meanwhile) returns the first one's code.
-    Locally the retry replaces this process: the call does not return when a retry starts.
-    """
+    """Deal with ``error`` from an attempt: print it, retry it or give up, record the outcome, and
+    return the exit code (locally a retry replaces this process: no return).  One failure per
+    process is acted on: a second call (another thread's) returns the first one's code."""
     runtime = runtime or Runtime()
     _remember_token(runtime.environ)
     with _process.lock:
@@ -169,7 +162,7 @@ def _policy_from(policy: object, settings: Mapping[str, Any]) -> Policy:
         raise ConfigError(f"give a policy or settings, not both (got {', '.join(sorted(settings))} too)")
     names = [field.name for field in dataclasses.fields(Policy)]
     for unknown in sorted(set(settings) - set(names)):  # a typo must not pass for a default
-        close = difflib.get_close_matches(unknown, names, n=3, cutoff=0.5)  # all of them: 'retry' is near two
+        close = difflib.get_close_matches(unknown, names, n=3, cutoff=0.5)  # all: 'retry' is near two
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise ConfigError(
             f"retry.run got an unknown setting {quote(unknown)}{hint}; the settings are {', '.join(names)}"
@@ -193,7 +186,7 @@ class ChainState:
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """``retry`` (retry ``number``, after ``wait`` s: not before ``not_before``), or a verdict:
+    """``retry`` (retry ``number``, after ``wait`` s: not before ``not_before``), or a verdict,
     ``gave_up`` or ``not_retried`` (``number``: the retries done; ``reason``: what people read)."""
 
     outcome: str
@@ -236,14 +229,13 @@ RECORD_MARK = " | retry-record "
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    """How an attempt ended, as data: the end of its status detail, after :data:`RECORD_MARK`.
+    """How an attempt ended, as data: the end of its status detail (what a job writes that the API
+    returns, in an execution's detail and list entries), after :data:`RECORD_MARK`, as JSON.
 
-    The status detail is what a job writes that the API returns, in an execution's detail and
-    in list entries.  ``outcome``: one of :data:`OUTCOMES`; ``retry``: the retry number it
-    concerns; ``heir``: the execution it started and confirmed (``started``), or the copy that
-    works (``stood_down``); ``cause``: the job's error; ``failed``: in a controller's record,
-    the execution it acted for.  Copies of a retry read their parent's record to learn which
-    of them works; ``chains.py`` reads records to report.
+    ``outcome``: one of :data:`OUTCOMES`; ``retry``: the retry number it concerns; ``heir``: the
+    execution it started and confirmed, or (``stood_down``) the copy that works; ``cause``: the
+    job's error; ``failed``: in a controller's record, the execution it acted for.  Copies of a
+    retry read their parent's record to learn which of them works; ``chains.py`` reports on records.
     """
 
     outcome: str
@@ -276,11 +268,11 @@ def read_record(item: Mapping[str, Any] | str | None) -> Record | None:
 
 
 def _unmarked(text: str) -> str:
-    return text.replace(RECORD_MARK.strip(), "retry record")  # so the mark appears once: where the record starts
+    return text.replace(RECORD_MARK.strip(), "retry record")  # the mark appears once: where the record starts
 
 
-class _StoodDown(Exception):  # noqa: N818 - not an error: a copy leaving the work to its twin
-    """A copy of a retry stood down (and said so); the process ends with 0."""
+class _StoodDown(Exception):  # noqa: N818 - not an error: a copy of a retry left the work to its twin
+    pass
 
 
 # --- the platforms: Valohai, and this machine ------------------------------------------
@@ -297,26 +289,24 @@ class _Valohai:
         self.runtime = runtime
 
     def read_state(self) -> tuple[int, str | None, str | None]:
-        """The retries before this attempt (its tag), why that is unknown if it is, and its parent."""
+        """The retries before this attempt (its tag), why that is unknown if it is, its parent."""
         try:
             return read_execution().retry, None, self.runtime.environ.get("RETRY_PARENT") or None
         except RetryError as exc:  # the job still runs; a failure is then not relaunched
             return 0, str(exc), self.runtime.environ.get("RETRY_PARENT") or None
 
     def announce(self, policy: Policy, state: ChainState) -> None:
-        attempt = f"attempt {state.done + 1} of up to {policy.retries + 1}"
         tag = f" as '{format_retry_tag(state.done)}'" if state.done else ""
-        _say(f"{attempt}, running on Valohai{tag}")
+        _say(f"attempt {state.done + 1} of up to {policy.retries + 1}, running on Valohai{tag}")
         if policy.retries and not self.runtime.environ.get("VH_API_TOKEN", "").strip():
             _say("warning: VH_API_TOKEN is not set, so a failure here cannot start a retry")
 
     def claim(self, state: ChainState, policy: Policy) -> None:
-        """Find the copy that works: the one the parent's record names; another one stands down.
+        """Find the copy that works: the one its parent's record names; another stands down.
 
-        A lost create answer can leave two copies of one retry; the parent names the one it
-        confirmed.  While the parent has neither ended nor named one, this copy waits, bounded;
-        a parent that ended without naming one leaves it to the lowest copy that works.  A copy
-        that cannot check does the work.
+        A lost create answer can leave two copies of a retry; the parent names the one it
+        confirmed.  While it has neither ended nor named one, this copy waits, bounded; a parent
+        that ended naming none leaves it to the lowest copy that works.  Unable to check, it works.
         """
         if not state.parent or _process.claimed:
             return
@@ -332,20 +322,22 @@ class _Valohai:
             return
         record = read_record(parent)
         number = record.retry if record else state.done
-        which = f"retry {number}/{policy.retries}"
         if record and record.outcome == "started" and record.heir != me.id:
-            message = f"Stood down: its parent {_counter_text(parent)} named another execution as {which}"
-            self.record(f"{message}; this copy did nothing", Record("stood_down", number, record.heir), 0)
+            stood = f"Stood down: its parent {_counter_text(parent)} named another execution as retry {number}"
+            self.record(
+                f"{stood}/{policy.retries}; this copy did nothing", Record("stood_down", number, record.heir), 0
+            )
             raise _StoodDown
         twin = None if record and record.outcome == "started" else self._lowest_working_copy(me, parent, number)
         if twin is not None:
-            message = f"Stood down: {_counter_text(twin)} is already {which} of the same failure and does the work"
-            self.record(f"{message}; this copy did nothing", Record("stood_down", number, _text(twin.get("id"))), 0)
+            stood = f"Stood down: {_counter_text(twin)} is already retry {number}/{policy.retries} of the same failure"
+            self.record(
+                f"{stood} and does the work; this copy did nothing", Record("stood_down", number, twin["id"]), 0
+            )
             raise _StoodDown
 
     def _await_record(self, parent_id: str) -> dict[str, Any]:
-        """The parent's detail once it has a record or has ended; after PARENT_WAIT s, as it is."""
-        deadline, pause = self.runtime.monotonic() + PARENT_WAIT, 0.5
+        deadline, pause = self.runtime.monotonic() + PARENT_WAIT, 0.5  # the parent, once it names one or ends
         set_status_detail("Waiting for the failed execution to name its retry")
         while True:
             parent = _detail(self.api(CHECK_BUDGET), parent_id)
@@ -359,8 +351,8 @@ class _Valohai:
 
     def _lowest_working_copy(self, me: Execution, parent: Mapping[str, Any], number: int) -> dict[str, Any] | None:
         """A lower copy of this retry that does or did the work: listed between parent and copy,
-        look-alikes (a sweep's other chains) told apart by what the list shows; bounded.  A copy
-        that stood down, or failed with no verdict (crashed, stopped), does not count."""
+        look-alikes (a sweep's other chains) told apart by what the list shows; bounded.  One that
+        stood down, or failed without a verdict (crashed, stopped before its job), does not count."""
         floor = counter_of(parent) or 0
         like = {"step": me.step, "title": me.title, "parameters": _config_json("parameters.json") or None}
         try:
@@ -372,8 +364,9 @@ class _Valohai:
                     found += [item] if floor < counter < me.counter else []
                 if ordered and last is not None and last <= floor:
                     break  # newest first, and down to the parent: nothing older is a copy
-            alike = [item for item in found if retry_number(tags_of(item)) == number and _alike(item, like)]
-            for item in sorted(alike, key=lambda item: counter_of(item) or 0)[:FALLBACK_DETAILS]:
+            alike = [i for i in found if all(i.get(k) in (None, v) for k, v in like.items() if v is not None)]
+            alike = sorted((i for i in alike if retry_number(tags_of(i)) == number), key=lambda i: counter_of(i) or 0)
+            for item in alike[:FALLBACK_DETAILS]:
                 known = item if "environment_variables" in item else _detail(api, str(item.get("id")))
                 record = read_record(known)
                 gone = record.outcome in ("stood_down", "invalid") if record else _status(known) in FAILED_STATUSES
@@ -385,10 +378,8 @@ class _Valohai:
             _say(f"could not check that this is the only retry {number} of its parent, so doing the work: {exc}")
         return None
 
-    def start_retry(
-        self, decision: Decision, state: ChainState, policy: Policy, summary: str, error: BaseException
-    ) -> int:
-        """Create the retry, name it in the record, and return 75 (or say why not)."""
+    def start_retry(self, decision: Decision, state: ChainState, policy: Policy, summary: str, error: Any) -> int:
+        """Create the retry, name it in the record, and return 75; or say why not."""
         unconfirmed = False
         try:
             execution = read_execution()
@@ -411,22 +402,22 @@ class _Valohai:
             payload = build_retry_payload(detail, decision.number, parent_id=execution.id, not_before=not_before)
             if policy.checkpoint:
                 pending = _finished_outputs(policy.checkpoint_pattern)  # live uploads under way
-                payload["inputs"] = inputs_with_checkpoint(payload, api, execution.id, policy, pending, self.runtime)
+                payload["inputs"] = inputs_with_checkpoint(payload, api, execution.id, policy, pending=pending)
             created, unconfirmed = create_retry(api, payload, policy.checkpoint)
         except Exception as exc:
             return self._not_started(exc, decision.number, policy, summary, unconfirmed)
-        number, counter, which = decision.number, counter_of(created), f"retry {decision.number}/{policy.retries}"
+        number, counter = decision.number, counter_of(created)
         _say(f"retry {number}/{policy.retries} is execution {_counter_text(created)}: {display_url(created)}")
         message = f"{summary} - retry {number}/{policy.retries} started as #{counter}"
         if counter is None:
-            message = f"{summary} - {which} started (the API did not say its number)"
+            message = f"{summary} - retry {number}/{policy.retries} started (the API did not say its number)"
         return self.record(message, Record("started", number, str(created["id"]), summary), EXIT_RETRY_STARTED)
 
     def _not_started(self, exc: Exception, number: int, policy: Policy, summary: str, unconfirmed: bool) -> int:
         if not isinstance(exc, RetryError):  # a bug, or an answer of a shape never seen
             _print_traceback(exc)
         reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {describe(exc)}"
-        if unconfirmed or isinstance(exc, _UnconfirmedError):
+        if unconfirmed or isinstance(exc, _AmbiguousRequestError):
             message = (
                 f"{summary} - retry {number}/{policy.retries} may have been started, but the API never confirmed it:"
                 f" {reason}; look for the tag 'retry: {number}' in the project's executions before starting anything"
@@ -451,8 +442,7 @@ def _plan_wait(decision: Decision, policy: Policy, runtime: Runtime) -> str | No
     """Wait here (``wait_in="failed"``) and return None, or return the retry's not-before instant."""
     number, wait = decision.number, _seconds(decision.wait)
     if policy.wait_in == "failed":
-        message = f"waiting {wait} s in this execution before starting retry {number}/{policy.retries}"
-        countdown(decision.wait, message, runtime)
+        countdown(decision.wait, f"waiting {wait} s in this execution before starting retry {number}", runtime)
         return None
     _say(f"retry {number}/{policy.retries} will wait {wait} s before it starts work")
     return _format_instant(decision.not_before)
@@ -462,9 +452,9 @@ def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | Non
     """Create the retry; return the confirmed execution and whether an earlier create may have made a copy.
 
     A create whose answer is lost (or a 5xx, or a 201 that cannot be read) is sent again,
-    :data:`MAX_CREATES` times at most; a copy made all the same stands down when it starts, as
-    the record names only the confirmed one.  A create refused for its checkpoint input (a
-    purged datum, an input the commit does not declare) is sent once more without it.
+    :data:`MAX_CREATES` times at most: a copy made all the same stands down when it starts, as the
+    record names only the confirmed one.  A create refused for its checkpoint input (a purged
+    datum, an input the commit does not declare) is sent once more without it.
     """
     unconfirmed: APIError | None = None
     for _ in range(MAX_CREATES):
@@ -477,18 +467,13 @@ def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | Non
                 _say(f"{exc}; sending it once more without the checkpoint, so the retry starts from the beginning")
                 payload["inputs"] = {name: urls for name, urls in payload["inputs"].items() if name != checkpoint}
                 continue
-            raise (_UnconfirmedError(str(exc)) if unconfirmed else exc) from None
+            raise (_AmbiguousRequestError(str(exc)) if unconfirmed else exc) from None
         else:
             if _text(created.get("id")):
                 return created, unconfirmed is not None
             unconfirmed = APIError("POST /api/v0/executions/: created, but the answer names no execution id")
         _say(f"{unconfirmed}; asking once more (a copy made all the same will stand down)")
-    raise _UnconfirmedError(f"{unconfirmed} ({MAX_CREATES} tries)")
-
-
-def _alike(item: Mapping[str, Any], like: Mapping[str, Any]) -> bool:
-    """False when ``item`` shows a field that differs from ``like``: it cannot be a copy."""
-    return all(item.get(key) in (None, value) for key, value in like.items() if value is not None)
+    raise _AmbiguousRequestError(f"{unconfirmed} ({MAX_CREATES} tries)")
 
 
 class _Local:
@@ -498,7 +483,7 @@ class _Local:
         self.runtime = runtime
 
     def read_state(self) -> tuple[int, str | None, str | None]:
-        """The retries before this attempt, from ``RETRY_LOCAL_NUMBER`` (:class:`ConfigError` if garbled)."""
+        """The retries before this attempt: ``RETRY_LOCAL_NUMBER`` (:class:`ConfigError` if garbled)."""
         raw = self.runtime.environ.get("RETRY_LOCAL_NUMBER", "").strip()
         done = _ascii_count(raw) if raw else 0
         if done is None or done > MAX_RETRIES:
@@ -508,41 +493,32 @@ class _Local:
         return done, None, None
 
     def announce(self, policy: Policy, state: ChainState) -> None:
-        attempt = f"attempt {state.done + 1} of up to {policy.retries + 1}"
+        attempt, tag = f"attempt {state.done + 1} of up to {policy.retries + 1}", format_retry_tag(state.done)
         if self.runtime.environ.get("VH_JOB_ID"):
             _say(f"{attempt}, running in a program the job started: its retries run as local processes")
         else:
-            _say(
-                f"{attempt}, running locally as '{format_retry_tag(state.done)}'"
-                if state.done
-                else f"{attempt}, running locally"
-            )
+            _say(f"{attempt}, running locally as '{tag}'" if state.done else f"{attempt}, running locally")
 
     def claim(self, state: ChainState, policy: Policy) -> None:
         """Nothing to find: locally one process of a chain runs at a time."""
 
-    def start_retry(
-        self, decision: Decision, state: ChainState, policy: Policy, summary: str, error: BaseException
-    ) -> int:
-        """Replace this process with the retry: the same command (this does not return), or say why not."""
-        number, runtime = decision.number, self.runtime
+    def start_retry(self, decision: Decision, state: ChainState, policy: Policy, summary: str, error: Any) -> int:
+        """Replace this process with the retry, the same command (so it does not return); or say why not."""
+        number, runtime, pattern = decision.number, self.runtime, policy.checkpoint_pattern
         try:
             argv = list(runtime.argv) if runtime.argv is not None else _command_line()
             not_before = _plan_wait(decision, policy, runtime)
             environ = {name: value for name, value in runtime.environ.items() if name not in CHAIN_VARIABLES}
             environ.update(RETRY_LOCAL_NUMBER=str(number), **({"RETRY_NOT_BEFORE": not_before} if not_before else {}))
             if policy.checkpoint:
-                finished = _finished_outputs(policy.checkpoint_pattern)
-                newest = max(finished.values(), key=lambda path: path.stat().st_mtime, default=None)
+                newest = max(_finished_outputs(pattern).values(), key=lambda path: path.stat().st_mtime, default=None)
                 handed = str(newest.resolve()) if newest else _handed_checkpoint(state)
-                environ.update({"RETRY_CHECKPOINT": handed} if handed else {})
                 where = Path(valohai.paths.get_outputs_path()).resolve()
-                found = f"no finished checkpoint matching {quote(policy.checkpoint_pattern)} in {where}"
-                _say(
-                    f"the retry resumes from the checkpoint {handed}"
-                    if handed
-                    else f"{found}: the retry starts from the beginning"
+                environ.update({"RETRY_CHECKPOINT": handed} if handed else {})
+                none = (
+                    f"no finished checkpoint matching {quote(pattern)} in {where}: the retry starts from the beginning"
                 )
+                _say(f"the retry resumes from the checkpoint {handed}" if handed else none)
             message = f"{summary} - starting retry {number}/{policy.retries}: the same command, in this process"
             self.record(message, Record("started", number), 0)
             _flush()
@@ -558,12 +534,22 @@ class _Local:
 
 
 def _replace_process(argv: Sequence[str], environ: Mapping[str, str], cwd: str) -> int:
-    """Run ``argv`` in place of this process; on Windows, as a child whose code is returned."""
-    _end_children()
+    """Run ``argv`` in place of this process (on Windows, as a child whose code is returned).  First
+    the job's multiprocessing children end as at Python's exit, so a chain runs one process at a time:
+    daemonic ones terminated, the others joined (ended after CHILD_WAIT s)."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    for child in multiprocessing.active_children() if multiprocessing else ():
+        if not child.daemon:
+            child.join(CHILD_WAIT)
+            if child.is_alive():
+                _say(f"ending the child process {child.pid}: still running {CHILD_WAIT:g} s after the attempt failed")
+        if child.is_alive():
+            child.terminate()
+            child.join(1)
     if os.name != "posix":  # os.exec* on Windows starts a new process and exits 0 at once
         return subprocess.call(list(argv), env=dict(environ), cwd=cwd)
-    with contextlib.suppress(AttributeError, OSError, ValueError):  # the signals of a fresh process: none
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])  # blocked (this thread's set is what is handed on),
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # the signals of a fresh process:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])  # none blocked (this thread's set is handed on)
     if threading.current_thread() is threading.main_thread():  # and none ignored (handlers: main thread only)
         for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"):
             with contextlib.suppress(AttributeError, OSError, ValueError):
@@ -576,50 +562,34 @@ def _replace_process(argv: Sequence[str], environ: Mapping[str, str], cwd: str) 
     raise AssertionError("unreachable: os.execve returned")  # pragma: no cover
 
 
-def _end_children() -> None:
-    """End the job's multiprocessing children as Python's exit would, so one process of a chain
-    runs at a time: daemonic ones terminated, the others joined (ended after CHILD_WAIT s)."""
-    multiprocessing = sys.modules.get("multiprocessing")
-    for child in multiprocessing.active_children() if multiprocessing else ():
-        if not child.daemon:
-            child.join(CHILD_WAIT)
-            if child.is_alive():
-                _say(f"ending the child process {child.pid}: still running {CHILD_WAIT:g} s after the attempt failed")
-        if child.is_alive():
-            child.terminate()
-            child.join(1)
-
-
 def _command_line() -> list[str]:
-    """This process's command line as it started, runnable again from any folder (the interpreter's
-    flags, ``-u``, ``-X ...``, are kept from Python 3.10 on; before, the script runs without them)."""
+    """This process's command line as it started, runnable again from any folder: the interpreter's
+    flags (``-u``, ``-X ...``) are kept from Python 3.10 on; before, the script runs without them."""
     script = _ARGV_AT_START[0] if _ARGV_AT_START else ""
     if script in ("", "-"):
         raise RetryError("the script was read from standard input, so it cannot be run again: save it to a file")
     if not sys.executable:
         raise RetryError("the path of the Python interpreter is unknown (sys.executable is empty)")
-    original = list(getattr(sys, "orig_argv", None) or [])
-    if original:
-        command, position = [sys.executable, *original[1:]], len(original) - len(_ARGV_AT_START)
-        if 0 < position < len(command) and command[position] == script:  # a script path, not -c or -m
-            command[position] = _script_path(script)
-        return command
-    if script == "-c":
-        raise RetryError("a program given with -c cannot be run again before Python 3.10: save it to a file")
-    module = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
-    if isinstance(module, str) and module != "__main__":  # python -m package.module
-        return [sys.executable, "-m", re.sub(r"\.__main__$", "", module), *_ARGV_AT_START[1:]]
-    return [sys.executable, _script_path(script), *_ARGV_AT_START[1:]]
-
-
-def _script_path(script: str) -> str:
-    """The script's absolute path, checked to be a file (or folder) that can be read again."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     path = main_file if isinstance(main_file, str) and os.path.isabs(main_file) else os.path.join(_STARTED_IN, script)
+    original = list(getattr(sys, "orig_argv", None) or [])
+    module = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
+    command, position = [sys.executable, *original[1:]], len(original) - len(_ARGV_AT_START)
+    if not original and script == "-c":
+        raise RetryError("a program given with -c cannot be run again before Python 3.10: save it to a file")
+    if not original and isinstance(module, str) and module != "__main__":  # python -m package.module
+        return [sys.executable, "-m", re.sub(r"\.__main__$", "", module), *_ARGV_AT_START[1:]]
+    if original and not (0 < position < len(command) and command[position] == script):  # -c or -m, 3.10+
+        return command
     if not (os.path.isfile(path) or os.path.isdir(path)):  # a pipe (/dev/stdin, <(...)) reads only once
-        problem = f"the script {quote(path)} is not a regular file (a pipe?), so it cannot be run again"
-        raise RetryError(f"{problem}: save it to a file")
-    return path
+        raise RetryError(
+            f"the script {quote(path)} is not a regular file (a pipe?), so it cannot be run again: save it to a file"
+        )
+    return (
+        [*command[:position], path, *command[position + 1 :]]
+        if original
+        else [sys.executable, path, *_ARGV_AT_START[1:]]
+    )
 
 
 # How the job started: a retry starts the same way, whatever os.chdir or the job did since.
@@ -631,12 +601,10 @@ _STARTED_IN, _ARGV_AT_START, _STARTED_AT = os.getcwd(), list(sys.argv), time.tim
 
 @dataclasses.dataclass
 class _ProcessState:
-    """What one process remembers: its chain state and policy, and the one failure it acted on."""
-
-    state: ChainState | None = None
+    state: ChainState | None = None  # what one process remembers: its chain, once read
     policy: Policy | None = None  # the running retry.run's: checkpoint_path() reads its settings
     claimed: bool = False  # this retry made sure it is the copy that works
-    outcome: int | None = None
+    outcome: int | None = None  # the exit code of the one failure it acted on
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
 
 
@@ -667,9 +635,9 @@ def current_retry(runtime: Runtime | None = None) -> int:
 
 
 def wait_for_turn(not_before: str | None, policy: Policy, number: int, runtime: Runtime) -> float:
-    """Wait until the not-before instant a retry was given, whatever its retry number; return the
-    wait.  An instant that cannot be read, or further than ``max_delay`` (clock skew, tampering),
-    is clamped to ``max_delay``."""
+    """Wait until the not-before instant a retry was given (whatever its number); return the wait.
+    An instant that cannot be read, or further than ``max_delay`` (clock skew, tampering), is
+    clamped to ``max_delay``."""
     if not not_before:
         return 0.0
     longest = policy.max_delay
@@ -757,9 +725,9 @@ def is_transient(error: BaseException) -> bool:
     """Tell whether ``error`` is worth a retry: the default classification.
 
     Transient: ``requests.ConnectionError`` and ``requests.Timeout`` (with subclasses),
-    ``requests.HTTPError`` with status 429, 500, 502, 503 or 504, the built-in
-    ``ConnectionError`` and ``TimeoutError``, and an error raised ``from`` one of those; not
-    one that merely happened while handling one, which is usually a bug.
+    ``requests.HTTPError`` with status 429, 500, 502, 503 or 504, the built-in ``ConnectionError``
+    and ``TimeoutError``, and an error raised ``from`` one of those; not one that merely happened
+    while handling one, which is usually a bug.
     """
     seen: set[int] = set()
     current: BaseException | None = error
@@ -800,8 +768,7 @@ def _retry_after(value: str, now: float) -> float:
 
 
 def _ascii_count(text: str) -> int | None:
-    """``text`` as a count when it is 1 to 9 ASCII digits (so never ``²`` or a huge number)."""
-    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None  # never "²" nor a huge number
 
 
 if TYPE_CHECKING:  # only for annotations, so that this file still imports on Python 3.8
@@ -816,8 +783,8 @@ class Policy:
     ``0..jitter`` seconds, at most ``max_delay``, and at least what a 429/503 error's
     ``Retry-After`` asks.  ``retry_on``: a predicate or exception types.  ``wait_in="retry"``
     starts the retry at once and lets it wait, its start-up overlapping the delay; ``"failed"``
-    waits in the failed execution.  ``checkpoint`` names the step's input through which a
-    retry gets the failed attempt's newest output matching ``checkpoint_pattern``.
+    waits in the failed execution.  ``checkpoint`` names the step's input through which a retry
+    gets the failed attempt's newest output matching ``checkpoint_pattern``.
     """
 
     retries: int = 3
@@ -832,8 +799,8 @@ class Policy:
 
     def __post_init__(self) -> None:
         _check_number("retries", self.retries, 0, MAX_RETRIES, integer=True)
-        for name, low, high in (("delay", 0, MAX_WAIT), ("backoff", 1, 100), ("max_delay", 0, MAX_WAIT)):
-            _check_number(name, getattr(self, name), low, high)
+        for setting, low, high in (("delay", 0, MAX_WAIT), ("backoff", 1, 100), ("max_delay", 0, MAX_WAIT)):
+            _check_number(setting, getattr(self, setting), low, high)
         _check_number("jitter", self.jitter, 0, MAX_WAIT)
         if self.delay > self.max_delay:
             raise ConfigError(f"delay ({self.delay} s) must not exceed max_delay ({self.max_delay} s)")
@@ -850,21 +817,15 @@ class Policy:
 
     def should_retry(self, error: BaseException) -> bool:
         """Tell whether ``error`` is one this policy retries."""
-        return (
-            isinstance(error, self.retry_on) if isinstance(self.retry_on, (type, tuple)) else bool(self.retry_on(error))
-        )
+        types = self.retry_on if isinstance(self.retry_on, (type, tuple)) else None
+        return isinstance(error, types) if types else bool(self.retry_on(error))  # type: ignore[operator]
 
     def wait_before(
-        self,
-        retry: int,
-        error: BaseException | None = None,
-        *,
-        uniform: Callable[[float, float], float] = random.uniform,
-        now: float | None = None,
+        self, retry: int, error: BaseException | None = None, *, uniform: Any = random.uniform, now: float | None = None
     ) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
         planned = self.delay * self.backoff ** (retry - 1) + (uniform(0.0, self.jitter) if self.jitter else 0.0)
-        return min(self.max_delay, max(planned, retry_after_seconds(error, now)))
+        return float(min(self.max_delay, max(planned, retry_after_seconds(error, now))))
 
 
 def _check_number(name: str, value: object, low: float, high: float, *, integer: bool = False) -> None:
@@ -912,9 +873,9 @@ def build_retry_payload(
     """The body of ``POST /api/v0/executions/`` that creates retry ``number`` of ``detail``.
 
     Copies project, commit, step, parameters, inputs (never ``_restart``, Valohai's own),
-    environment, image, title, time limit, priority, runtime config, its preset, variable
-    groups and the non-secret variables (a secret comes back without its value: the retry
-    inherits the project's instead).  Tags: the current ones, with ``retry: number``.
+    environment, image, title, time limit, priority, runtime config, its preset, variable groups
+    and the non-secret variables (a secret comes back without its value: the retry inherits the
+    project's).  Tags: the current ones, ``retry: number`` in place of any earlier one.
     """
     project, commit, step = (
         _value_of(detail.get("project"), "id"),
@@ -932,7 +893,11 @@ def build_retry_payload(
         and name not in ("VH_API_TOKEN", *CHAIN_VARIABLES)
     }
     variables.update(RETRY_PARENT=parent_id, **({"RETRY_NOT_BEFORE": not_before} if not_before else {}))
-    inputs, parameters = detail.get("inputs"), detail.get("parameters")
+    inputs, parameters, groups = (
+        detail.get("inputs"),
+        detail.get("parameters"),
+        detail.get("environment_variable_groups"),
+    )
     if isinstance(inputs, list):
         inputs = {item["name"]: item for item in inputs if isinstance(item, dict) and _text(item.get("name"))}
     inputs = inputs if isinstance(inputs, dict) else _config_json("inputs.json")
@@ -947,16 +912,15 @@ def build_retry_payload(
     }
     # Keys, shapes and the rule (a key is left out only when the detail has no value for it)
     # follow valohai-cli 0.37's create payload, commands/execution/run/dynamic_run_command.py.
-    groups, runtime_config = detail.get("environment_variable_groups"), detail.get("runtime_config")
     optional = {
         "environment": _value_of(detail.get("environment"), "id"),
         "image": _text(detail.get("image")),
         "title": _text(detail.get("title")),
         "time_limit": _integer(detail.get("time_limit")),
         "priority": _integer(detail.get("priority")),
-        "runtime_config": runtime_config if isinstance(runtime_config, dict) else None,
+        "runtime_config": detail.get("runtime_config") if isinstance(detail.get("runtime_config"), dict) else None,
         "runtime_config_preset": _value_of(detail.get("runtime_config_preset"), "id"),
-        "environment_variable_groups": [g for g in (_value_of(g, "id") for g in groups) if g]
+        "environment_variable_groups": [g for g in map(_value_of, groups, ["id"] * len(groups)) if g]
         if isinstance(groups, list)
         else None,
     }
@@ -976,8 +940,7 @@ def _integer(value: Any) -> int | None:
 
 
 def _value_of(value: Any, key: str) -> str | None:
-    """``value[key]`` of an object, or ``value`` itself, as a non-empty string."""
-    value = value.get(key) if isinstance(value, dict) else value
+    value = value.get(key) if isinstance(value, dict) else value  # value[key] of an object, or value itself
     return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None
 
 
@@ -989,7 +952,7 @@ def _variables(value: Any) -> dict[str, Any]:
 
 
 def _urls(value: Any) -> list[str]:
-    """An input's URLs, from a string, a list, or an object with ``urls``, ``url``, ``uri`` or ``files``."""
+    """An input's URLs: a string, a list, or an object with ``urls``, ``url``, ``uri`` or ``files``."""
     if isinstance(value, (str, list)):
         return [value] if isinstance(value, str) else [url for item in value for url in _urls(item)]
     key = next((key for key in ("urls", "url", "uri") if key in value), "files") if isinstance(value, dict) else ""
@@ -1011,11 +974,11 @@ CHECKPOINT_UPLOAD_WAIT = 10.0
 def checkpoint_path(input_name: str | None = None, pattern: str | None = None) -> Path | None:
     """The checkpoint file to resume from, or ``None`` to start from the beginning.
 
-    One resume path for retries and Valohai's own restarts, looked for in order: the file a
-    local retry was handed; Valohai's ``_restart`` input (all outputs of a run interrupted on a
-    spot instance: newer than what it started from); the step's input ``input_name``.  In an
-    input, the last file by name that matches ``pattern`` (so name checkpoints to sort by
-    age), or the lone file of ``input_name``.  Both default to the running ``retry.run``'s.
+    For retries and for Valohai's own restarts, in order: the file a local retry was handed;
+    Valohai's ``_restart`` input (all outputs of a run interrupted on a spot instance: newer than
+    what it started from); the step's input ``input_name``.  In an input, the last file by name
+    matching ``pattern`` (so name checkpoints to sort by age), or the lone file of
+    ``input_name``.  Both default to the running ``retry.run``'s settings.
     """
     policy = _process.policy or Policy()
     input_name, pattern = input_name or policy.checkpoint or "checkpoint", pattern or policy.checkpoint_pattern
@@ -1026,7 +989,7 @@ def checkpoint_path(input_name: str | None = None, pattern: str | None = None) -
 
 
 def _input_files(name: str) -> dict[str, str]:
-    """An input's files as ``{name within the input: path}``: from ``inputs.json``, else from its
+    """An input's files as ``{name within the input: path}``, from ``inputs.json``, else from its
     folder (Valohai's own example reads ``/valohai/inputs/_restart`` as a folder)."""
     folder = Path(valohai.paths.get_inputs_path(name))
     paths = [Path(path) for path in valohai.inputs(name).paths(process_archives=False)]
@@ -1050,34 +1013,23 @@ def _handed_checkpoint(state: ChainState | None) -> str | None:
 
 
 def inputs_with_checkpoint(
-    payload: Mapping[str, Any],
-    api: ValohaiAPI,
-    execution_id: str,
-    policy: Policy,
-    pending: Mapping[str, Path],
-    runtime: Runtime,
+    payload: Mapping[str, Any], api: ValohaiAPI, execution_id: str, policy: Policy, *, pending: Mapping[str, Path]
 ) -> dict[str, list[str]]:
-    """The retry's inputs, the newest checkpoint ``execution_id`` uploaded as ``policy.checkpoint``.
-
-    Else the checkpoint it started from, so progress never goes backwards.  Checkpoints
-    ``pending`` (live uploads under way) are waited for, :data:`CHECKPOINT_UPLOAD_WAIT` s at
-    most; the outputs list gets :data:`CHECKPOINT_BUDGET` of the API's time at most: a slow or
-    failing list costs the newest checkpoint, never the retry.
-    """
-    name, pattern = str(policy.checkpoint), policy.checkpoint_pattern
-    inputs, deadline = (
-        {key: list(urls) for key, urls in payload["inputs"].items()},
-        runtime.monotonic() + CHECKPOINT_UPLOAD_WAIT,
-    )
+    """The retry's inputs, the newest checkpoint ``execution_id`` uploaded as ``policy.checkpoint``,
+    else the one it started from (progress never goes backwards).  Checkpoints ``pending`` (live
+    uploads under way) are waited for, CHECKPOINT_UPLOAD_WAIT s at most; the outputs list gets
+    CHECKPOINT_BUDGET of the API's time: a slow list costs the newest checkpoint, never the retry."""
+    name, pattern, clock, sleep = str(policy.checkpoint), policy.checkpoint_pattern, api.clock, api.sleep
+    inputs, deadline = {key: list(urls) for key, urls in payload["inputs"].items()}, clock() + CHECKPOINT_UPLOAD_WAIT
     if pending:
         _say(f"waiting for {len(pending)} checkpoint(s) still uploading: {printable(', '.join(sorted(pending))[:200])}")
-    while runtime.monotonic() < deadline and any(path.exists() for path in pending.values()):
-        runtime.sleep(0.2)
+    while clock() < deadline and any(path.exists() for path in pending.values()):
+        sleep(0.2)
     try:
         part = api.within(CHECKPOINT_BUDGET)
         newest, listed = newest_checkpoint(part, execution_id, pattern)
-        if set(pending) - listed and runtime.monotonic() < deadline:  # an upload may take a moment to be listed
-            runtime.sleep(min(1.0, deadline - runtime.monotonic()))
+        if set(pending) - listed and clock() < deadline:  # an upload may take a moment to be listed
+            sleep(min(1.0, deadline - clock()))
             newest, listed = newest_checkpoint(part, execution_id, pattern)
         if set(pending) - listed:
             unlisted = printable(", ".join(sorted(set(pending) - listed))[:200])
@@ -1109,26 +1061,24 @@ def _listed_files(entry: Any) -> list[dict[str, Any]]:
 def newest_checkpoint(api: ValohaiAPI, execution_id: str, pattern: str) -> tuple[dict[str, Any] | None, set[str]]:
     """The newest output of ``execution_id`` that matches ``pattern``, and the names of all shown.
 
-    Asked newest first (``ordering=-ctime``, as ``vh data list`` asks): reading stops at the
-    first page that holds one, unless the server does not keep the order (then read on, within
-    the list's bound).  Only the execution's own outputs count: a datum of another owner, or of
-    an owner that cannot be told, is never handed on.
+    Asked newest first (``ordering=-ctime``, as ``vh data list`` asks): reading stops at the first
+    page that holds one, unless the server does not keep that order (then it reads on, bounded).
+    Only the execution's own outputs count: a datum of another owner, or of none that can be told,
+    is never handed on.
     """
     newest, newest_age, names, last, ordered = None, (0.0, ""), set(), None, True
+    params = {"output_execution": execution_id, "ordering": "-ctime"}
     try:
-        for page in api.pages(
-            "/api/v0/data/", {"output_execution": execution_id, "ordering": "-ctime"}, page_size=1000
-        ):
+        for page in api.pages("/api/v0/data/", params, page_size=1000):
             for datum in page:
-                owner = datum.get("output_execution")
+                owner, name, ctime = datum.get("output_execution"), _text(datum.get("name")), datum.get("ctime")
                 if not (isinstance(owner, dict) and owner.get("id") == execution_id):
                     continue  # another execution's output, or one nobody can tell
                 age = (
-                    parse_instant(datum["ctime"]) if _is_instant(datum.get("ctime")) else 0.0,
-                    str(datum.get("name")),
+                    parse_instant(ctime) if isinstance(ctime, str) and _INSTANT.fullmatch(ctime.strip()) else 0.0,
+                    str(name),
                 )
                 ordered, last = ordered and (last is None or age <= last), age
-                name = _text(datum.get("name"))
                 if name and _text(datum.get("id")) and fnmatch.fnmatchcase(name, pattern):
                     names.add(name)
                     newest, newest_age = (datum, age) if newest is None or age > newest_age else (newest, newest_age)
@@ -1140,9 +1090,9 @@ def newest_checkpoint(api: ValohaiAPI, execution_id: str, pattern: str) -> tuple
 
 
 def _finished_outputs(pattern: str) -> dict[str, Path]:
-    """Checkpoints this attempt finished in its outputs folder, by name: read-only (live upload
-    marks a file so when it is complete) and written since the attempt started.  A relative
-    (local) folder is looked for where the job is and where it started."""
+    """Checkpoints this attempt finished in its outputs folder, by name: read-only (live upload marks
+    a file so when it is complete) and written since the attempt started.  A relative (local)
+    folder is looked for where the job is and where it started."""
     outputs, found = Path(valohai.paths.get_outputs_path()), {}
     roots = [outputs] if outputs.is_absolute() else [Path.cwd() / outputs, Path(_STARTED_IN) / outputs]
     for root in dict.fromkeys(roots):
@@ -1187,8 +1137,11 @@ def read_execution() -> Execution:
     """Read ``execution.json``; raise :class:`RetryError` if it is missing or incomplete."""
     path = config_dir() / "execution.json"
     data = _read_json_object(path)
-    keys = ("execution-id", "execution-counter", "project-id")
-    missing = [f"valohai.{key}" for key in keys if not data.get(f"valohai.{key}")]
+    missing = [
+        f"valohai.{key}"
+        for key in ("execution-id", "execution-counter", "project-id")
+        if not data.get(f"valohai.{key}")
+    ]
     if missing:
         raise RetryError(f"{path} lacks {', '.join(missing)}: not relaunching from partial data")
     counter = _integer(data["valohai.execution-counter"])
@@ -1196,13 +1149,11 @@ def read_execution() -> Execution:
         raise RetryError(
             f"{path}: valohai.execution-counter is not an integer: {quote(data['valohai.execution-counter'])}"
         )
-    step, title, pipeline, task = (
+    fields = [
         data.get(f"valohai.{key}") or None for key in ("execution-step", "execution-title", "pipeline-id", "task-id")
-    )
+    ]
     tags = tuple(tags_of({"tags": data.get("valohai.execution-tags")}))
-    return Execution(
-        str(data["valohai.execution-id"]), counter, str(data["valohai.project-id"]), tags, step, title, pipeline, task
-    )
+    return Execution(str(data["valohai.execution-id"]), counter, str(data["valohai.project-id"]), tags, *fields)
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -1240,10 +1191,9 @@ FALLBACK_PAGES, FALLBACK_DETAILS = 20, 20
 CHILD_WAIT = 10.0
 #: At most this many create calls per relaunch whose answer is lost.
 MAX_CREATES = 3
-#: List pages are read this many items at a time, and at most this many pages.
-PAGE_SIZE, MAX_PAGES = 100, 50
-#: No answer is read past this size (a list page of 100 executions is far smaller).
-MAX_ANSWER_BYTES = 20_000_000
+#: List pages are read this many items at a time, and at most this many pages; no answer is read
+#: past MAX_ANSWER_BYTES (a list page of 100 executions is far smaller).
+PAGE_SIZE, MAX_PAGES, MAX_ANSWER_BYTES = 100, 50, 20_000_000
 #: Statuses of an execution that has not ended (valohai-cli's ``consts.py``, and ``stopping_hard``),
 #: and of one that ended without success.
 INCOMPLETE_STATUSES = frozenset({"created", "queued", "started", "stopping", "stopping_hard"})
@@ -1286,19 +1236,15 @@ class _AmbiguousRequestError(APIError):
     """The request may or may not have been acted on: its answer was lost or unreadable."""
 
 
-class _UnconfirmedError(APIError):
-    """A create may have happened, but none was confirmed."""
-
-
 class ValohaiAPI:
     """A small client for the few Valohai API calls this file makes.
 
     Every request has connect and read timeouts and a deadline for the whole answer (a server
-    that trickles bytes cannot hold it).  Connection failures and 429/502/503/504 answers (500
-    to a read) are asked again with backoff, honouring ``Retry-After``, within ``budget``
-    seconds shared by all calls on ``clock`` (monotonic).  Redirects are not followed and lists
-    are paged by offset, never by ``next``: the token goes nowhere but ``host``.
-    ``patient=False`` gives up at once on a host that cannot be reached (commands on a laptop).
+    that trickles bytes cannot hold it).  Connection failures and 429/502/503/504 answers (500 to
+    a read) are asked again with backoff, honouring ``Retry-After``, within ``budget`` seconds
+    shared by all calls on ``clock`` (monotonic).  Redirects are not followed and lists are paged
+    by offset, never by ``next``: the token goes nowhere but ``host``.  ``patient=False`` gives up
+    at once on a host that cannot be reached (commands on a laptop).
     """
 
     def __init__(
@@ -1317,16 +1263,22 @@ class ValohaiAPI:
         _remember_secret(token)
         self._session, self._timeout, self._budget = session or requests.Session(), timeout, budget
         self._deadline: float | None = None  # set by the first request: the budget is shared
-        self._sleep, self._clock, self._patient = sleep, clock, patient
+        self.sleep, self.clock, self._patient = sleep, clock, patient  # the sleep and clock of its caller too
         job = os.environ.get("VH_JOB_ID")  # so that the API's logs can tell which execution asked
         self._headers = {
             "Accept": "application/json",
             "User-Agent": f"retry.py (VH_JOB_ID {job})" if job else "retry.py",
         }
-        # The token as auth: no ~/.netrc entry replaces it; plain http (loopback, tests): no proxy sees it.
-        self._options: dict[str, Any] = {"auth": lambda request: _token_header(request, token), "proxies": None}
-        if self.host.startswith("http:"):
-            self._options["proxies"] = dict.fromkeys(["http", "https", "all", *urllib.request.getproxies()])
+
+        def auth(request: requests.PreparedRequest) -> requests.PreparedRequest:  # no ~/.netrc entry replaces it
+            request.headers["Authorization"] = f"Token {token}"
+            return request
+
+        plain = self.host.startswith("http:")  # loopback only (tests): no proxy of the environment may see the token
+        self._options = {
+            "auth": auth,
+            "proxies": dict.fromkeys(["http", "https", "all", *urllib.request.getproxies()]) if plain else None,
+        }
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """GET ``path`` (below the host) and return the decoded JSON object."""
@@ -1339,7 +1291,7 @@ class ValohaiAPI:
 
     def within(self, seconds: float) -> ValohaiAPI:
         """This client, allowed at most ``seconds`` more of its budget (for a part of a task)."""
-        part, now = copy.copy(self), self._clock()
+        part, now = copy.copy(self), self.clock()
         part._deadline = min(self._deadline if self._deadline is not None else now + self._budget, now + seconds)
         return part
 
@@ -1356,9 +1308,13 @@ class ValohaiAPI:
             if not isinstance(results, list):
                 raise APIError(f"GET {path}: a list page without results")
             offset += len(results)  # a server may serve fewer than asked for: skip nothing
-            new = [item for item in results if isinstance(item, dict) and _key(item) not in seen]
-            seen.update(_key(item) for item in new)
-            yield new
+            keys = [
+                item.get("id") if isinstance(item.get("id"), (str, int)) else object()
+                for item in results
+                if isinstance(item, dict)
+            ]
+            yield [item for item, key in zip([i for i in results if isinstance(i, dict)], keys) if key not in seen]
+            seen.update(keys)
             count = _integer(page.get("count"))  # no "next": its count tells; neither: a full page goes on
             more = (
                 bool(page["next"]) if "next" in page else count > offset if count is not None else len(results) >= size
@@ -1372,11 +1328,9 @@ class ValohaiAPI:
     def _request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None
     ) -> dict[str, Any]:
-        self._deadline = self._clock() + self._budget if self._deadline is None else self._deadline
-        tries = 0
-        while True:
-            tries += 1
-            seconds = min(sum(self._timeout), self._deadline - self._clock())  # for the whole answer
+        self._deadline = self.clock() + self._budget if self._deadline is None else self._deadline
+        for tries in range(1, 1000):
+            seconds = min(sum(self._timeout), self._deadline - self.clock())  # for the whole answer
             if seconds <= 0:  # the budget bounds the whole task, successful requests included
                 raise APIError(f"{method} {path}: out of time (the API calls may take {self._budget:g} s in all)")
             timeout = (min(self._timeout[0], seconds), min(self._timeout[1], seconds))
@@ -1385,10 +1339,11 @@ class ValohaiAPI:
             failure, wait = self._judge(method, path, answer, tries)
             if failure is None:
                 return _decode(method, path, answer)
-            if self._clock() + wait > self._deadline:
+            if self.clock() + wait > self._deadline:
                 raise APIError(f"{failure} (gave up after {tries} tries)", failure.status)
             _say(f"{failure}; asking again in {wait:g} s")
-            self._sleep(wait)
+            self.sleep(wait)
+        raise AssertionError("unreachable: a clock that never moves")  # pragma: no cover
 
     def _judge(self, method: str, path: str, answer: _Answer, tries: int) -> tuple[APIError | None, float]:
         """``(None, 0)`` for an answer to decode, else the failure and the wait before asking again;
@@ -1418,24 +1373,20 @@ class ValohaiAPI:
 
 @dataclasses.dataclass
 class _Answer:
-    """What came back for one request, as far as it came."""
-
-    status: int | None = None
+    status: int | None = None  # what came back for one request, as far as it came
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     body: bytes | None = None
     error: BaseException | None = None
 
 
 class _TooLargeError(ValueError):
-    """An answer over :data:`MAX_ANSWER_BYTES`."""
+    pass  # an answer over MAX_ANSWER_BYTES
 
 
 def _exchange(session: requests.Session, method: str, url: str, seconds: float, **options: Any) -> _Answer:
-    """Send one request and read its whole answer within ``seconds``, whatever the server does.
-
-    Socket timeouts bound each read, not a whole answer: the exchange runs in a daemon thread,
-    left behind (its socket shut down) when the time is up.
-    """
+    """Send one request and read its whole answer within ``seconds``, whatever the server does: socket
+    timeouts bound each read, not a whole answer, so the exchange runs in a daemon thread, left
+    behind (its socket shut down) when the time is up."""
     answer, responses = _Answer(), []
 
     def talk() -> None:
@@ -1461,16 +1412,6 @@ def _exchange(session: requests.Session, method: str, url: str, seconds: float, 
     return answer
 
 
-def _token_header(request: requests.PreparedRequest, token: str) -> requests.PreparedRequest:
-    request.headers["Authorization"] = f"Token {token}"  # the header the Valohai API takes
-    return request
-
-
-def _key(item: Mapping[str, Any]) -> object:
-    key = item.get("id")
-    return key if isinstance(key, (str, int)) else object()  # no id: never taken for another
-
-
 def _surely_unsent(error: BaseException | None) -> bool:
     """True when the request never left: the connection itself could not be made."""
     reason = getattr(error.args[0], "reason", None) if error is not None and error.args else None
@@ -1481,8 +1422,8 @@ def _surely_unsent(error: BaseException | None) -> bool:
 
 
 def _reason(error: BaseException | None) -> str:
-    """A failed exchange's innermost cause, e.g. "Connection refused" (``requests`` wraps it in
-    layers that repeat the URL); not ``__context__``, which could be the job's own error."""
+    """A failed exchange's innermost cause, e.g. "Connection refused" (``requests`` wraps it in layers
+    that repeat the URL); not its ``__context__``, which could be the job's own error."""
     seen, pending, innermost = set(), [error], error
     while pending:
         current = pending.pop(0)
@@ -1543,8 +1484,9 @@ def _detail(api: ValohaiAPI, execution_id: str) -> dict[str, Any]:
 def execution_pages(api: ValohaiAPI, project_id: str, *, max_pages: int = 0) -> Iterator[list[dict[str, Any]]]:
     """The project's executions that were not deleted, highest counter first, a page at a time
     (``deleted=false`` and ``ordering=-counter`` are how ``vh execution list`` asks)."""
-    params = {"project": project_id, "ordering": "-counter", "deleted": "false"}
-    return api.pages("/api/v0/executions/", params, max_pages=max_pages)
+    return api.pages(
+        "/api/v0/executions/", {"project": project_id, "ordering": "-counter", "deleted": "false"}, max_pages=max_pages
+    )
 
 
 def counter_of(item: Mapping[str, Any]) -> int | None:
@@ -1569,10 +1511,16 @@ def display_url(item: Mapping[str, Any]) -> str:
 def api_client(runtime: Runtime, budget: float = API_BUDGET) -> ValohaiAPI:
     """An API client with a runtime's token, host, timeouts, clock and sleep."""
     environ = runtime.environ
+    token, host, timeout = read_token(environ), api_host(environ), request_timeout(environ)
     return ValohaiAPI(
-        read_token(environ), api_host(environ), session=runtime.session, budget=budget,
-        timeout=request_timeout(environ), sleep=runtime.sleep, clock=runtime.monotonic,
-    )  # fmt: skip
+        token,
+        host,
+        session=runtime.session,
+        budget=budget,
+        timeout=timeout,
+        sleep=runtime.sleep,
+        clock=runtime.monotonic,
+    )
 
 
 # --- token, host, timeouts -------------------------------------------------------------
@@ -1679,11 +1627,9 @@ STATUS_DETAIL_TIMEOUT, STATUS_DETAIL_LIMIT, RECORD_TRIES = 10.0, 1000, 3
 
 
 def set_status_detail(text: str) -> bool:
-    """Set this execution's status detail; best effort, never raises, never blocks long.
-
-    The pre-signed call of ``api.json`` (no token), as ``valohai.set_status_detail`` makes it
-    but bounded in time.  Returns whether it was set; outside an execution it does nothing.
-    """
+    """Set this execution's status detail, through ``api.json``'s pre-signed call (no token), as
+    ``valohai.set_status_detail`` does, but bounded in time; best effort, never raises.  Returns
+    whether it was set; outside an execution it does nothing."""
     try:
         call = _signed_call("set_status_detail") if os.environ.get("VH_JOB_ID") else None
         if call is None:
@@ -1746,11 +1692,8 @@ def quote(value: object, limit: int = 60) -> str:
 def printable(text: str) -> str:
     """``text`` with every control, format (bidi, zero-width) and line-separator character shown
     escaped (``\\n``, ``\\x1b``, ``\\u2028``): a line that cannot forge another."""
-    escaped = (
-        c.encode("unicode_escape").decode() if unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" else c
-        for c in text
-    )
-    return "".join(escaped)
+    hidden = (unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in text)
+    return "".join(c.encode("unicode_escape").decode() if escape else c for c, escape in zip(text, hidden))
 
 
 def _one_line(value: object, limit: int = 300) -> str:
@@ -1807,9 +1750,9 @@ def _seconds(seconds: float) -> str:
 @dataclasses.dataclass
 class Runtime:
     """What the retry logic needs from the world; tests replace the parts they control: ``now``
-    (the wall clock: not-before instants cross machines), ``monotonic`` (for budgets), ``sleep``,
+    (the wall clock: not-before instants cross machines), ``monotonic`` (budgets), ``sleep``,
     ``uniform`` (jitter), ``replace_process(argv, environ, cwd)`` (a local retry in place of this
-    process), ``argv`` (the command line to run again; this process's by default), ``session``."""
+    process), ``argv`` (the command line to run again, by default this process's), ``session``."""
 
     environ: Mapping[str, str] = dataclasses.field(default_factory=lambda: os.environ)
     now: Callable[[], float] = time.time
@@ -1822,7 +1765,7 @@ class Runtime:
 
     @property
     def on_valohai(self) -> bool:
-        """Whether this is a Valohai execution's own process: ``VH_JOB_ID`` is set, and no other process
+        """Whether this is a Valohai execution's own process: ``VH_JOB_ID`` is set and no other process
         of the execution runs ``retry.run`` (``RETRY_OWNER_PID``): a program the job starts retries
         itself as local processes, never the execution."""
         owner = self.environ.get("RETRY_OWNER_PID")
@@ -1836,7 +1779,7 @@ _INSTANT = re.compile(
 
 def parse_instant(text: str) -> float:
     """An ISO 8601 instant (``Z``, an offset like ``+01``, ``+0100`` or ``+01:00``, or none for UTC;
-    any fraction) as epoch seconds, else ``ValueError``.  By hand: before Python 3.11,
+    any fraction) as epoch seconds, else ``ValueError``; by hand, as before Python 3.11
     ``datetime.fromisoformat`` reads neither ``Z`` nor every length of fraction."""
     match = _INSTANT.fullmatch(text.strip())
     if match is None:
@@ -1846,19 +1789,11 @@ def parse_instant(text: str) -> float:
     return datetime.datetime.fromisoformat(f"{date}T{time_of_day}{offset}").timestamp() + float(f"0.{fraction or 0}")
 
 
-def _is_instant(value: Any) -> bool:
-    return isinstance(value, str) and _INSTANT.fullmatch(value.strip()) is not None
-
-
 def _format_instant(timestamp: float) -> str:
     """``timestamp`` as an ISO 8601 UTC instant in milliseconds, rounded *up* (never early)."""
     milliseconds = -(-int(timestamp * 1_000_000) // 1000)  # a ceiling, in integers: no float rounding
-    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-    return (
-        (epoch + datetime.timedelta(milliseconds=milliseconds))
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=milliseconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 if __name__ == "__main__":  # pragma: no cover - a hint for whoever runs the file itself

@@ -134,7 +134,9 @@ def test_a_slow_status_detail_endpoint_does_not_hold_the_attempt(tmp_path: Path)
     # timeout. Its own exit stamp against the moment the stand-in got the request (which,
     # stamped late under load, only makes the gap look smaller): below 2 s, it did not wait.
     assert recorded_times(events)[("exit", 0)] - asked < 2.0
-    assert "could not set the status detail: no complete answer within 1 s" in first.log_text()
+    # Which of its timers gave up first (the 1 s read timeout, or the deadline for the whole
+    # answer) is a race under load: the outcome is what counts.
+    assert "could not set the status detail: " in first.log_text()
 
 
 def test_the_failed_execution_exits_at_once_and_the_retry_keeps_the_delay(tmp_path: Path) -> None:
