@@ -162,7 +162,9 @@ def _policy_from(policy: object, settings: Mapping[str, Any]) -> Policy:
         raise ConfigError(f"give a policy or settings, not both (got {', '.join(sorted(settings))} too)")
     names = [field.name for field in dataclasses.fields(Policy)]
     for unknown in sorted(set(settings) - set(names)):  # a typo must not pass for a default
-        close = difflib.get_close_matches(unknown, names, n=3, cutoff=0.5)  # all: 'retry' is near two
+        close = sorted(
+            difflib.get_close_matches(unknown, names, n=3, cutoff=0.5), key=names.index
+        )  # 'retry' is near two
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise ConfigError(
             f"retry.run got an unknown setting {quote(unknown)}{hint}; the settings are {', '.join(names)}"
@@ -1741,7 +1743,7 @@ def _flush() -> None:
 
 def _seconds(seconds: float) -> str:
     """A wait as people read it: whole seconds, or tenths below ten, rounded up (never "0")."""
-    return f"{seconds:.0f}" if seconds >= 10 else f"{-(-seconds * 10 // 1) / 10:g}"
+    return f"{seconds:.0f}" if seconds >= 10 else f"{-(-(seconds * 10 - 1e-6) // 1) / 10:g}"  # 1e-6: float noise
 
 
 # --- the world, as the retry logic sees it ---------------------------------------------

@@ -142,7 +142,7 @@ class Datum:
     size: int
     ctime: float
     stored: Path
-    execution: Execution
+    execution: Execution | None  # None: uploaded by hand, no execution's output
 
     def as_api(self) -> dict[str, Any]:
         """The datum as the data list shows it (valohai-cli's OUTPUT_DATUM_DATA shape)."""
@@ -154,7 +154,9 @@ class Datum:
             "file_ctime": _iso(self.ctime),
             "file_mtime": _iso(self.ctime),
             "uri": f"s3://standin-bucket/data/{self.id}/{self.name}",
-            "output_execution": {"id": self.execution.id, "counter": self.execution.counter},
+            "output_execution": {"id": self.execution.id, "counter": self.execution.counter}
+            if self.execution
+            else None,
         }
 
 
@@ -207,6 +209,9 @@ class Platform:
         self.data: dict[str, Datum] = {}
         # How long a live upload takes, from the file turning read-only to its datum.
         self.upload_latency = 0.1
+        # A data list that ignores its output_execution filter; inputs the commit does not declare.
+        self.data_filter_ignored = False
+        self.undeclared_inputs: set[str] = set()
         self.calls: list[Call] = []
         self.faults: list[Fault] = []
         self.overrides: dict[int, dict[str, Any]] = {}
@@ -310,6 +315,16 @@ class Platform:
         """The ``_restart`` input Valohai gives a run restarted after a spot interruption."""
         return {"_restart": [f"datum://{datum.id}" for datum in self.outputs_of(execution)]}
 
+    def upload_by_hand(self, name: str, content: str) -> Datum:
+        """A file a user uploaded to the project's data: nobody's output."""
+        datum_id = str(uuid.uuid4())
+        stored = self.workdir / "data" / datum_id / Path(name).name
+        stored.parent.mkdir(parents=True)
+        stored.write_text(content)
+        with self._lock:
+            self.data[datum_id] = Datum(datum_id, name, len(content), time.time(), stored, None)
+        return self.data[datum_id]
+
     def outputs_of(self, execution: Execution) -> list[Datum]:
         """What ``execution`` uploaded, oldest first."""
         with self._lock:
@@ -383,7 +398,7 @@ class Platform:
             return {"inputs": ["Expected an object of lists."]}
         problems = []
         for name, urls in inputs.items():
-            if name not in self._step.inputs and name != "_restart":
+            if (name not in self._step.inputs and name != "_restart") or name in self.undeclared_inputs:
                 problems.append(f"Step {self._step.name!r} has no input {name!r}.")
             for url in urls:
                 if not isinstance(url, str) or (url.startswith("datum://") and url[8:] not in self.data):
@@ -501,7 +516,9 @@ class Platform:
             if method == "GET" and path == "/api/v0/data/":
                 wanted = query.get("output_execution", [""])[0]
                 data = sorted(self.data.values(), key=lambda d: -d.ctime)
-                return 200, self._page(path, query, [d.as_api() for d in data if d.execution.id == wanted])
+                if not self.data_filter_ignored:
+                    data = [d for d in data if d.execution is not None and d.execution.id == wanted]
+                return 200, self._page(path, query, [d.as_api() for d in data])
             download = re.fullmatch(r"/api/v0/data/([^/]+)/download/", path)
             if method == "GET" and download:
                 found = download.group(1) in self.data

@@ -148,3 +148,25 @@ def test_the_standin_plays_the_data_api_like_valohai(tmp_path: Path) -> None:
         for inputs in ({"not_declared": ["s3://x/y"]}, {"checkpoint": ["datum://no-such-datum"]}):
             answer = requests.post(create, json={**base, "inputs": inputs}, headers=headers, timeout=5)
             assert answer.status_code == 400 and "inputs" in answer.json()
+
+
+def test_a_data_list_that_ignores_its_filter_hands_on_only_the_attempts_own_checkpoint(tmp_path: Path) -> None:
+    with Platform(tmp_path, extra_env={"TRAIN_OUTAGE_ATTEMPTS": "1"}) as platform:
+        platform.data_filter_ignored = True
+        stray = json.dumps({"epoch": 5, "loss": 0.01, "weights": [0, 0, 0, 0]})
+        platform.upload_by_hand("checkpoint-epoch-0009.json", stray)  # newer, and nobody's output
+        _, second = platform_chain(platform, retries=3)
+        [sent] = checkpoint_sent(platform, 0)
+        assert datum_name(platform, sent) == "checkpoint-epoch-0002.json"
+    assert resumed_from(second) == "checkpoint-epoch-0002.json"
+    assert epochs_logged(second) == [3, 4, 5]
+
+
+def test_a_create_refused_for_its_checkpoint_costs_only_the_checkpoint(tmp_path: Path) -> None:
+    with Platform(tmp_path, extra_env={"TRAIN_OUTAGE_ATTEMPTS": "1"}) as platform:
+        platform.undeclared_inputs = {"checkpoint"}  # as at a commit whose step does not declare it
+        first, second = platform_chain(platform, retries=3)
+        bodies = [call.body for call in platform.creates()]  # the relaunch's (the first attempt was not an API call)
+    assert ["checkpoint" in body["inputs"] for body in bodies] == [True, False]
+    assert "sending it once more without the checkpoint, so the retry starts from the beginning" in first.log_text()
+    assert (second.status, resumed_from(second), epochs_logged(second)) == ("complete", None, [1, 2, 3, 4, 5])

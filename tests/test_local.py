@@ -209,3 +209,26 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_a_child_of_the_failed_attempt_ends_before_the_retry_starts(tmp_path: Path) -> None:
+    # One process of a chain at a time, its children included: Python's own exit joins them too.
+    events = tmp_path / "events.jsonl"
+    result = run_job(
+        [sys.executable, str(JOB), "--retries=1", "--delay=0"], tmp_path, job_environ(events, JOB_CHILD="1.5")
+    )
+    assert result.returncode == 0, result.stderr
+    stamps = {(event["event"], event["attempt"]): event["time"] for event in events_of(events)}
+    assert stamps[("child-end", 0)] < stamps[("start", 1)]
+
+
+def test_a_child_that_does_not_end_is_ended_with_a_message(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    environ = job_environ(events, JOB_CHILD="60", JOB_CHILD_WAIT="0.5")
+    started = time.monotonic()
+    result = run_job([sys.executable, str(JOB), "--retries=1", "--delay=0"], tmp_path, environ)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 15  # not the child's 60 s
+    [child] = [event["child"] for event in events_of(events) if event["event"] == "child"]
+    assert f"ending the child process {child}: still running 0.5 s after the attempt failed" in result.stderr
+    assert not alive(child)

@@ -13,6 +13,8 @@ parameters; others are ignored) and from the environment:
 - ``JOB_HEARTBEAT=1``: a failing attempt leaves a thread running (not a daemon) behind
 - ``JOB_IGNORE_SIGTERM=1``: ignore SIGTERM from then on, as some jobs do
 - ``JOB_DAEMON_CHILD=1``: start a daemonic multiprocessing worker, and record its process id
+- ``JOB_CHILD=S``: start a multiprocessing child (not a daemon) that works S seconds and records its
+  end; ``JOB_CHILD_WAIT=W`` sets how long a local retry waits for it (``retry.CHILD_WAIT``)
 - ``JOB_EPOCHS=N``: train N epochs with a live-uploaded checkpoint after each, resuming
   from ``retry.checkpoint_path()``; ``JOB_FAIL_EPOCHS=3,1`` makes the first attempt fail
   in epoch 3 and the second in epoch 1 (recorded as ``resume`` and ``epoch`` events)
@@ -58,6 +60,11 @@ def work() -> None:
         worker = multiprocessing.Process(target=time.sleep, args=(60,), daemon=True)
         worker.start()
         record("child", child=worker.pid)
+    if os.environ.get("JOB_CHILD") and retry.current_retry() == 0:
+        retry.CHILD_WAIT = float(os.environ.get("JOB_CHILD_WAIT", retry.CHILD_WAIT))
+        child = multiprocessing.Process(target=child_work, args=(float(os.environ["JOB_CHILD"]),))
+        child.start()
+        record("child", child=child.pid)
     if os.environ.get("JOB_HELPER"):
         helper = subprocess.run([sys.executable, "-c", HELPER], capture_output=True, text=True, check=False)
         record("helper", output=helper.stderr)
@@ -73,6 +80,11 @@ def work() -> None:
         raise ConnectionError("simulated outage")
     print("Training 1 epoch", flush=True)  # the stand-in marks the start of work here
     record("work")
+
+
+def child_work(seconds: float) -> None:
+    time.sleep(seconds)
+    record("child-end")
 
 
 def train_epochs(epochs: int) -> None:
