@@ -290,12 +290,13 @@ class _Valohai:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def read_state(self) -> tuple[int, str | None, str | None]:
-        """The retries before this attempt (its tag), why that is unknown if it is, its parent."""
+    def read_state(self) -> ChainState:
+        """The retries before this attempt (its tag, else why it is unknown), and its parent."""
+        state = ChainState(0, parent=self.runtime.environ.get("RETRY_PARENT") or None)
         try:
-            return read_execution().retry, None, self.runtime.environ.get("RETRY_PARENT") or None
+            return dataclasses.replace(state, done=read_execution().retry)
         except RetryError as exc:  # the job still runs; a failure is then not relaunched
-            return 0, str(exc), self.runtime.environ.get("RETRY_PARENT") or None
+            return dataclasses.replace(state, unknown=str(exc))
 
     def announce(self, policy: Policy, state: ChainState) -> None:
         tag = f" as '{format_retry_tag(state.done)}'" if state.done else ""
@@ -308,29 +309,34 @@ class _Valohai:
 
         A lost create answer can leave two copies of a retry; the parent names the one it
         confirmed.  While it has neither ended nor named one, this copy waits, bounded; a parent
-        that ended naming none leaves it to the lowest copy that works.  Unable to check, it works.
+        that ended naming none (it crashed, or a retry controller started this copy) leaves it to
+        the lowest copy that works.  Unable to check, a copy works.
         """
         if not state.parent or _process.claimed:
             return
         _process.claimed = True  # a second run() in this process is the same attempt
+        number = state.done
         try:
             me = read_execution()
             parent = _detail(self.api(CHECK_BUDGET), state.parent)
             if read_record(parent) is None and _status(parent) in INCOMPLETE_STATUSES:
                 wait_for_turn(state.not_before, policy, state.done, self.runtime)  # time enough to write it
                 parent = self._await_record(state.parent)
+            record = read_record(parent)
+            number = record.retry if record else state.done
+            if record and record.outcome == "started" and record.heir != me.id:
+                stood = (
+                    f"Stood down: {_counter_text(parent)} named another execution as retry {number}/{policy.retries}"
+                )
+                self.record(f"{stood}; this copy did nothing", Record("stood_down", number, record.heir), 0)
+                raise _StoodDown
+            if record and record.outcome == "started":
+                return
+            like = {"step": me.step, "title": me.title, "parameters": _config_json("parameters.json") or None}
+            twin = find_copy(self.api(CHECK_BUDGET), me.project_id, parent, number, like, below=me.counter)
         except RetryError as exc:
-            _say(f"could not read the record of its parent, so this copy does the work: {exc}")
+            _say(f"could not check that this is the only retry {number} of its parent, so doing the work: {exc}")
             return
-        record = read_record(parent)
-        number = record.retry if record else state.done
-        if record and record.outcome == "started" and record.heir != me.id:
-            stood = f"Stood down: its parent {_counter_text(parent)} named another execution as retry {number}"
-            self.record(
-                f"{stood}/{policy.retries}; this copy did nothing", Record("stood_down", number, record.heir), 0
-            )
-            raise _StoodDown
-        twin = None if record and record.outcome == "started" else self._lowest_working_copy(me, parent, number)
         if twin is not None:
             stood = f"Stood down: {_counter_text(twin)} is already retry {number}/{policy.retries} of the same failure"
             self.record(
@@ -350,35 +356,6 @@ class _Valohai:
                 return parent
             self.runtime.sleep(pause)
             pause = min(pause * 2, 15.0)
-
-    def _lowest_working_copy(self, me: Execution, parent: Mapping[str, Any], number: int) -> dict[str, Any] | None:
-        """A lower copy of this retry that does or did the work: listed between parent and copy,
-        look-alikes (a sweep's other chains) told apart by what the list shows; bounded.  One that
-        stood down, or failed without a verdict (crashed, stopped before its job), does not count."""
-        floor = counter_of(parent) or 0
-        like = {"step": me.step, "title": me.title, "parameters": _config_json("parameters.json") or None}
-        try:
-            found, api, ordered, last = [], self.api(CHECK_BUDGET), True, None
-            for page in execution_pages(api, me.project_id, max_pages=FALLBACK_PAGES):
-                for item in page:
-                    counter = counter_of(item) or 0
-                    ordered, last = ordered and (last is None or counter < last), counter
-                    found += [item] if floor < counter < me.counter else []
-                if ordered and last is not None and last <= floor:
-                    break  # newest first, and down to the parent: nothing older is a copy
-            alike = [i for i in found if all(i.get(k) in (None, v) for k, v in like.items() if v is not None)]
-            alike = sorted((i for i in alike if retry_number(tags_of(i)) == number), key=lambda i: counter_of(i) or 0)
-            for item in alike[:FALLBACK_DETAILS]:
-                known = item if "environment_variables" in item else _detail(api, str(item.get("id")))
-                record = read_record(known)
-                gone = record.outcome in ("stood_down", "invalid") if record else _status(known) in FAILED_STATUSES
-                if parent_of(known) == parent.get("id") and not gone:
-                    return known
-            if len(alike) > FALLBACK_DETAILS:
-                raise APIError(f"more than {FALLBACK_DETAILS} look-alike executions to read; stopped there")
-        except RetryError as exc:
-            _say(f"could not check that this is the only retry {number} of its parent, so doing the work: {exc}")
-        return None
 
     def start_retry(self, decision: Decision, state: ChainState, policy: Policy, summary: str, error: Any) -> int:
         """Create the retry, name it in the record, and return 75; or say why not."""
@@ -478,13 +455,51 @@ def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | Non
     raise _AmbiguousRequestError(f"{unconfirmed} ({MAX_CREATES} tries)")
 
 
+def find_copy(
+    api: ValohaiAPI,
+    project_id: str,
+    parent: Mapping[str, Any],
+    number: int,
+    like: Mapping[str, Any],
+    *,
+    below: int | None = None,
+    working: bool = True,
+) -> dict[str, Any] | None:
+    """The lowest copy of retry ``number`` of ``parent`` (below counter ``below``), if any; bounded.
+
+    The executions between parent and ``below`` are listed, and look-alikes (a sweep's other
+    chains) told apart by what the list shows (``like``: step, title, parameters) before any
+    detail is read.  With ``working``, a copy that stood down, or failed without a verdict
+    (crashed, stopped before its job ran), does not count.  Only for a parent that named none.
+    """
+    floor, found, ordered, last = counter_of(parent) or 0, [], True, None
+    for page in execution_pages(api, project_id, max_pages=FALLBACK_PAGES):
+        for item in page:
+            counter = counter_of(item) or 0
+            ordered, last = ordered and (last is None or counter < last), counter
+            found += [item] if floor < counter < (below or counter + 1) else []
+        if ordered and last is not None and last <= floor:
+            break  # newest first, and down to the parent: nothing older is a copy
+    alike = [i for i in found if all(i.get(k) in (None, v) for k, v in like.items() if v is not None)]
+    alike = sorted((i for i in alike if retry_number(tags_of(i)) == number), key=lambda i: counter_of(i) or 0)
+    for item in alike[:FALLBACK_DETAILS]:
+        known = item if "environment_variables" in item else _detail(api, str(item.get("id")))
+        record = read_record(known)
+        gone = record.outcome in ("stood_down", "invalid") if record else _status(known) in FAILED_STATUSES
+        if parent_of(known) == parent.get("id") and not (working and gone):
+            return known
+    if len(alike) > FALLBACK_DETAILS:
+        raise APIError(f"more than {FALLBACK_DETAILS} look-alike executions to read; stopped there")
+    return None
+
+
 class _Local:
     """Retries as fresh runs of the same command, in place of the failed process."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def read_state(self) -> tuple[int, str | None, str | None]:
+    def read_state(self) -> ChainState:
         """The retries before this attempt: ``RETRY_LOCAL_NUMBER`` (:class:`ConfigError` if garbled)."""
         raw = self.runtime.environ.get("RETRY_LOCAL_NUMBER", "").strip()
         done = _ascii_count(raw) if raw else 0
@@ -492,7 +507,7 @@ class _Local:
             raise ConfigError(
                 f"RETRY_LOCAL_NUMBER must be a retry number from 0 to {MAX_RETRIES}, got {quote(raw, 20)}"
             )
-        return done, None, None
+        return ChainState(done)
 
     def announce(self, policy: Policy, state: ChainState) -> None:
         attempt, tag = f"attempt {state.done + 1} of up to {policy.retries + 1}", format_retry_tag(state.done)
@@ -620,9 +635,8 @@ def _chain_state(platform: _Valohai | _Local) -> ChainState:
     (so that programs the job starts cannot take themselves for late retries)."""
     if _process.state is None:
         environ = platform.runtime.environ
-        done, unknown, parent = platform.read_state()
         not_before, checkpoint = environ.get("RETRY_NOT_BEFORE") or None, environ.get("RETRY_CHECKPOINT") or None
-        _process.state = ChainState(done, not_before, parent, checkpoint, unknown)
+        _process.state = dataclasses.replace(platform.read_state(), not_before=not_before, checkpoint=checkpoint)
         if isinstance(environ, MutableMapping):
             for name in CHAIN_VARIABLES:
                 environ.pop(name, None)

@@ -167,7 +167,7 @@ def assert_one_copy_worked(first: Execution, copies: list[Execution]) -> Executi
         assert copy.tags == ["nightly", "retry: 1"] and copy.environment_variables["RETRY_PARENT"] == first.id
         if copy is not named:
             assert not did_work(copy) and (copy.status, copy.exit_code) == ("complete", 0)
-            stood = f"Stood down: its parent #{first.counter} named another execution as retry 1/3"
+            stood = f"Stood down: #{first.counter} named another execution as retry 1/3"
             assert copy.verdict == f"{stood}; this copy did nothing"
             assert copy.log_text().splitlines()[-1] == f"[retry] {copy.verdict}"
     return named

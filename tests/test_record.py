@@ -184,7 +184,7 @@ def test_a_copy_its_parent_did_not_name_stands_down_whatever_became_of_the_named
     api.post(STATUS_URL)
 
     assert run_copy(runtime) == (0, [])
-    message = "Stood down: its parent #41 named another execution as retry 1/3; this copy did nothing"
+    message = "Stood down: #41 named another execution as retry 1/3; this copy did nothing"
     assert status_details(api) == [message]
     assert records(api) == [retry.Record("stood_down", 1, heir="id-42")]
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"[retry] {message}"  # never "the job succeeded"
@@ -238,7 +238,7 @@ def test_a_copy_that_cannot_read_its_parent_does_the_work_and_says_why(
 
     assert run_copy(runtime) == (None, [True])
     assert (
-        "could not read the record of its parent, so this copy does the work: VH_API_TOKEN is not set"
+        "could not check that this is the only retry 1 of its parent, so doing the work: VH_API_TOKEN is not set"
         in capsys.readouterr().err
     )
 

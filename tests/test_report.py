@@ -90,7 +90,7 @@ TIMEOUT = "Timeout: read timed out after 30 s waiting for the feature store"
 BUG = "ValueError: feature matrix has 31 columns, the model expects 32"
 CONNECTION_5433 = "ConnectionError: could not connect to db.internal:5433: connection refused"
 STOOD_DOWN = said(
-    "Stood down: its parent #107 named another execution as retry 1/3; this copy did nothing", "stood_down", 1, 109
+    "Stood down: #107 named another execution as retry 1/3; this copy did nothing", "stood_down", 1, 109
 )
 
 # The project: newest first, as the list serves it. Retries name their parent's counter.
