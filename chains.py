@@ -230,14 +230,15 @@ def build_report(
 
 def summarize(period: Period, *, project_id: str, project_name: str, days: float, since: float) -> Report:
     """The report on the executions of ``period``: chains and their outcomes, failures, causes."""
-    grouping = group_chains(period.attempts)
+    attempts = controller_verdicts(period.attempts)
+    grouping = group_chains(attempts)
     ends = [outcome(path) for path in grouping.chains]
     recovered: dict[int, int] = {}
     for name, number in ends:
         if name == RECOVERED:
             recovered[number] = recovered.get(number, 0) + 1
     names = [name for name, _ in ends]
-    failed = [attempt for attempt in period.attempts if attempt.failed]
+    failed = [attempt for attempt in attempts if attempt.failed]
     durations = [attempt.duration for attempt in failed if attempt.duration is not None]
     return Report(
         project_id=project_id,
@@ -323,6 +324,23 @@ def report_json(report: Report) -> dict[str, Any]:
 
 
 # --- chains and how they end -----------------------------------------------------------
+
+
+def controller_verdicts(attempts: Sequence[Attempt]) -> list[Attempt]:
+    """The attempts of chains: the retry controller's executions (``controller.py``) are left out,
+    and the record of one that acted speaks for the failed execution it names, if that left none."""
+    verdicts = {
+        attempt.record.failed: attempt.record
+        for attempt in sorted(attempts, key=lambda attempt: attempt.counter)  # the newest word counts
+        if attempt.record and attempt.record.failed and attempt.record.outcome != "stood_down"
+    }
+    return [
+        dataclasses.replace(attempt, record=verdicts[attempt.id], cause=attempt.cause or verdicts[attempt.id].cause)
+        if attempt.record is None and attempt.id in verdicts
+        else attempt
+        for attempt in attempts
+        if not (attempt.record and attempt.record.failed)
+    ]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -312,8 +312,8 @@ class _Valohai:
         that ended naming none (it crashed, or a retry controller started this copy) leaves it to
         the lowest copy that works.  Unable to check, a copy works.
         """
-        if not state.parent or _process.claimed:
-            return
+        if not state.parent or _process.claimed or _input_files("_restart"):
+            return  # with _restart, Valohai restarted the copy that works, after a spot interruption
         _process.claimed = True  # a second run() in this process is the same attempt
         number = state.done
         try:
@@ -424,7 +424,7 @@ def _plan_wait(decision: Decision, policy: Policy, runtime: Runtime) -> str | No
         countdown(decision.wait, f"waiting {wait} s in this execution before starting retry {number}", runtime)
         return None
     _say(f"retry {number}/{policy.retries} will wait {wait} s before it starts work")
-    return _format_instant(decision.not_before)
+    return format_instant(decision.not_before)
 
 
 def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | None) -> tuple[dict[str, Any], bool]:
@@ -483,9 +483,10 @@ def find_copy(
     alike = [i for i in found if all(i.get(k) in (None, v) for k, v in like.items() if v is not None)]
     alike = sorted((i for i in alike if retry_number(tags_of(i)) == number), key=lambda i: counter_of(i) or 0)
     for item in alike[:FALLBACK_DETAILS]:
-        known = item if "environment_variables" in item else _detail(api, str(item.get("id")))
-        record = read_record(known)
-        gone = record.outcome in ("stood_down", "invalid") if record else _status(known) in FAILED_STATUSES
+        whole = all(key in item for key in ("environment_variables", "status", "status_detail"))
+        known = item if whole else _detail(api, str(item.get("id")))
+        record = read_record(known)  # without one, any end but complete (a status never seen too) is gone
+        gone = record.outcome in ("stood_down", "invalid") if record else _status(known) not in NOT_FAILED_STATUSES
         if parent_of(known) == parent.get("id") and not (working and gone):
             return known
     if len(alike) > FALLBACK_DETAILS:
@@ -952,6 +953,8 @@ def _text(value: Any) -> str | None:
 
 
 def _integer(value: Any) -> int | None:
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value.strip()):
+        return int(value)  # "41": a number all the same
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -1088,8 +1091,8 @@ def newest_checkpoint(api: ValohaiAPI, execution_id: str, pattern: str) -> tuple
         for page in api.pages("/api/v0/data/", params, page_size=1000):
             for datum in page:
                 owner, name, ctime = datum.get("output_execution"), _text(datum.get("name")), datum.get("ctime")
-                if not (isinstance(owner, dict) and owner.get("id") == execution_id):
-                    continue  # another execution's output, or one nobody can tell
+                if (owner.get("id") if isinstance(owner, dict) else owner) != execution_id:
+                    continue  # another execution's output, or one nobody can tell (an object or an id)
                 age = (
                     parse_instant(ctime) if isinstance(ctime, str) and _INSTANT.fullmatch(ctime.strip()) else 0.0,
                     str(name),
@@ -1211,9 +1214,9 @@ MAX_CREATES = 3
 #: past MAX_ANSWER_BYTES (a list page of 100 executions is far smaller).
 PAGE_SIZE, MAX_PAGES, MAX_ANSWER_BYTES = 100, 50, 20_000_000
 #: Statuses of an execution that has not ended (valohai-cli's ``consts.py``, and ``stopping_hard``),
-#: and of one that ended without success.
+#: and of one that has not failed; any other (error, crashed, stopped, one never seen) is a failure.
 INCOMPLETE_STATUSES = frozenset({"created", "queued", "started", "stopping", "stopping_hard"})
-FAILED_STATUSES = frozenset({"error", "crashed", "stopped"})
+NOT_FAILED_STATUSES = INCOMPLETE_STATUSES | {"complete"}
 
 
 class RetryError(Exception):
@@ -1805,7 +1808,7 @@ def parse_instant(text: str) -> float:
     return datetime.datetime.fromisoformat(f"{date}T{time_of_day}{offset}").timestamp() + float(f"0.{fraction or 0}")
 
 
-def _format_instant(timestamp: float) -> str:
+def format_instant(timestamp: float) -> str:
     """``timestamp`` as an ISO 8601 UTC instant in milliseconds, rounded *up* (never early)."""
     milliseconds = -(-int(timestamp * 1_000_000) // 1000)  # a ceiling, in integers: no float rounding
     moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=milliseconds)

@@ -18,6 +18,7 @@ import difflib
 import json
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ PARAMETER_HELP = {
     "retries": "retries after the first attempt, 0 to 100",
     "delay": "seconds between a failure and the start of the retry's work",
     "failure_rate": "probability that an attempt fails, 0 to 1",
-    "failure_type": "connection, timeout or rate-limit (retried), or bug (not retried)",
+    "failure_type": "connection, timeout or rate-limit (retried), bug (not retried), or crash (killed)",
 }
 DEMO_VARIABLES = """environment variables for demos and tests:
   TRAIN_OUTAGE_ATTEMPTS=N  the first N attempts fail (halfway through the epochs they have
@@ -49,7 +50,7 @@ EPOCHS = 5
 EPOCH_SECONDS = float(os.environ.get("TRAIN_EPOCH_SECONDS", "0.3"))
 #: The step's input through which a retry gets the checkpoint to resume from.
 CHECKPOINT_INPUT = "checkpoint"
-FAILURE_TYPES = ("connection", "timeout", "rate-limit", "bug")
+FAILURE_TYPES = ("connection", "timeout", "rate-limit", "bug", "crash")
 OUTAGE_VARIABLE = "TRAIN_OUTAGE_ATTEMPTS"
 T = TypeVar("T")
 
@@ -205,6 +206,9 @@ def train(settings: Settings, rng: random.Random) -> None:
     fail_at = failing_epoch(settings.failure_rate, rng, progress.epoch)
     print(f"Training epochs {progress.epoch + 1} to {EPOCHS}", flush=True)
     for epoch in range(progress.epoch + 1, EPOCHS + 1):
+        if epoch == fail_at and settings.failure_type == "crash":  # as an out-of-memory kill would: no except sees it
+            print(f"Crashing in epoch {epoch} (SIGKILL)", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
         if epoch == fail_at:
             raise simulated_failure(settings.failure_type)
         time.sleep(EPOCH_SECONDS)

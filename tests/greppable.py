@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("retry.py", "chains.py", "train.py")
+SOURCES = ("retry.py", "chains.py", "train.py", "controller.py")
 #: Shorter pieces (" - retry ", ": HTTP ") are too common to find a line by.
 DISTINCTIVE = 12
 #: What the printing adds in front of every line; not part of the message.
-PREFIXES = ("[retry] ", "[chains] ")
+PREFIXES = ("[retry] ", "[chains] ", "[retry-controller] ")
 
 
 @functools.lru_cache(maxsize=1)

@@ -112,6 +112,7 @@ class Execution:
     log: list[tuple[float, str, str]] = field(default_factory=list)
     environ: dict[str, str] = field(default_factory=dict)  # what its process was started with
     dummy: bool = False  # created only to crowd the project: never run
+    stop_requested: bool = False  # a user pressed Stop
     # The create call's body as received (it passed _validate): which keys the client sent.
     create_body: dict[str, Any] = field(default_factory=dict)
 
@@ -223,7 +224,15 @@ class Platform:
         self._threads: list[threading.Thread] = []
         self._processes: list[Any] = []
         self._launcher: Launcher = ForkLauncher() if fork and ForkLauncher.available() else Launcher()
-        self._step = _load_step()
+        self._steps = _load_steps()
+        self._step = self._steps["train"]
+        # The script each step runs (valohai.yaml's commands run `python <script> {parameters}`).
+        self.scripts = {"train": script, "retry-controller": "controller.py"}
+        # A notification trigger on "Execution fails": the statuses that fire it (none: no trigger),
+        # how many times it fires per failure, and the parameters of the controller it launches.
+        self.trigger_on: set[str] = set()
+        self.trigger_fires = 1
+        self.controller_parameters: dict[str, Any] = {}
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self.host = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -357,8 +366,8 @@ class Platform:
 
     # --- the API ---------------------------------------------------------------------
 
-    def _defaults(self) -> dict[str, Any]:
-        return {name: parameter.default for name, parameter in self._step.parameters.items()}
+    def _defaults(self, step: str = "train") -> dict[str, Any]:
+        return {name: parameter.default for name, parameter in self._steps[step].parameters.items()}
 
     def _validate(self, payload: Any) -> dict[str, list[str]]:
         if not isinstance(payload, dict):
@@ -368,10 +377,11 @@ class Platform:
             errors["project"] = [f"Project {payload.get('project')!r} not found."]
         if payload.get("commit") != COMMIT:
             errors["commit"] = [f"Commit {payload.get('commit')!r} not found."]
-        if payload.get("step") != self._step.name:
+        step = self._steps.get(payload.get("step")) or self._step
+        if payload.get("step") not in self._steps:
             errors["step"] = [f"Step {payload.get('step')!r} not found in the commit's valohai.yaml."]
         for name, value in (payload.get("parameters") or {}).items():
-            parameter = self._step.parameters.get(name)
+            parameter = step.parameters.get(name)
             if parameter is None:
                 errors.setdefault("parameters", []).append(f"Unknown parameter {name!r}.")
             elif not isinstance(value, TYPES[parameter.type]) or isinstance(value, bool) != (parameter.type == "flag"):
@@ -382,7 +392,7 @@ class Platform:
         variables = payload.get("environment_variables", {})
         if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
             errors["environment_variables"] = ["Expected an object of strings."]
-        errors.update(self._validate_inputs(payload.get("inputs", {})))
+        errors.update(self._validate_inputs(payload.get("inputs", {}), step))
         for name, kind in OPTION_TYPES.items():
             if name in payload and (
                 not isinstance(payload[name], kind) or isinstance(payload[name], bool) != (kind is bool)
@@ -392,14 +402,14 @@ class Platform:
             errors["environment"] = [f"Environment {payload.get('environment')!r} not found."]
         return errors
 
-    def _validate_inputs(self, inputs: Any) -> dict[str, list[str]]:
+    def _validate_inputs(self, inputs: Any, step: valohai_yaml.objs.Step) -> dict[str, list[str]]:
         """Inputs are ``{name: [url, ...]}``, for inputs the step declares (or ``_restart``)."""
         if not isinstance(inputs, dict) or not all(isinstance(urls, list) for urls in inputs.values()):
             return {"inputs": ["Expected an object of lists."]}
         problems = []
         for name, urls in inputs.items():
-            if (name not in self._step.inputs and name != "_restart") or name in self.undeclared_inputs:
-                problems.append(f"Step {self._step.name!r} has no input {name!r}.")
+            if (name not in step.inputs and name != "_restart") or name in self.undeclared_inputs:
+                problems.append(f"Step {step.name!r} has no input {name!r}.")
             for url in urls:
                 if not isinstance(url, str) or (url.startswith("datum://") and url[8:] not in self.data):
                     problems.append(f"{name}: {url!r} is not a known datum or URL.")
@@ -430,7 +440,7 @@ class Platform:
                 step=payload["step"],
                 title=payload.get("title"),
                 tags=list(payload.get("tags", [])),
-                parameters={**self._defaults(), **payload.get("parameters", {})},
+                parameters={**self._defaults(payload["step"]), **payload.get("parameters", {})},
                 inputs=dict(payload.get("inputs", {})),
                 environment_variables=dict(payload.get("environment_variables", {})),
                 image=payload.get("image"),
@@ -535,6 +545,9 @@ class Platform:
             if method == "GET" and match:
                 execution = self._find(match.group(1))
                 return (200, self._detail(execution)) if execution else (404, {"detail": "Not found."})
+            served = self._serve_events(method, path)
+            if served is not None:
+                return served
             served = self._serve_commits(method, path, query)
             if served is not None:
                 return served
@@ -584,6 +597,18 @@ class Platform:
                 return 404, {"detail": "Not found."}
             return 200, self.commit(config="config" in query.get("include", [""])[0].split(","))
         return None
+
+    def _serve_events(self, method: str, path: str) -> Any:
+        """An execution's log, as `vh execution logs` reads it (``<execution url>events/``); None for
+        another path."""
+        events = re.fullmatch(r"/api/v0/executions/([^/]+)/events/", path)
+        if method != "GET" or events is None:
+            return None
+        execution = self._find(events.group(1))
+        if execution is None:
+            return 404, {"detail": "Not found."}
+        lines = [{"time": _iso(at)[:-1], "stream": stream, "message": text} for at, stream, text in execution.log]
+        return 200, {"total": len(lines), "truncated": False, "events": lines}
 
     def _page(self, path: str, query: dict[str, list[str]], items: list[dict[str, Any]]) -> dict[str, Any]:
         """One page of ``items`` with limit and offset, as Django REST framework pages them."""
@@ -652,12 +677,12 @@ class Platform:
         outputs.mkdir()
         inputs = self._materialize_inputs(execution, folder / "inputs")
         self._write_config(execution, config, inputs)
-        parameters = {
-            **execution.parameters,
-            **self.overrides.get(execution.retry, {}),
-            **self.chain_overrides.get((execution.title, execution.retry), {}),
-        }
-        command = [sys.executable, self.script, *(f"--{name}={value}" for name, value in parameters.items())]
+        parameters = {**execution.parameters}
+        if execution.step == "train":
+            parameters.update(self.overrides.get(execution.retry, {}))
+            parameters.update(self.chain_overrides.get((execution.title, execution.retry), {}))
+        script = self.scripts[execution.step]
+        command = [sys.executable, script, *(f"--{name}={value}" for name, value in parameters.items())]
         environ = {
             "PATH": "/usr/bin:/bin",
             "PYTHONUNBUFFERED": "1",
@@ -677,6 +702,7 @@ class Platform:
         execution.status = "started"
         execution.started_at = time.time()
         process = self._launcher.start(command, environ, ROOT)
+        process.execution = execution
         self._processes.append(process)
         readers = [
             threading.Thread(target=self._read, args=(execution, process.stdout, "stdout"), daemon=True),
@@ -698,8 +724,61 @@ class Platform:
         for path in sorted(outputs.rglob("*")):  # whatever its status, what is left is uploaded
             if path.is_file():
                 self._upload(execution, outputs, path)
-        execution.status = "complete" if execution.exit_code == 0 else "error"
+        execution.status = (
+            "stopped" if execution.stop_requested else "complete" if execution.exit_code == 0 else "error"
+        )
+        if execution.status in self.trigger_on and execution.step != "retry-controller":
+            for _ in range(self.trigger_fires):  # before it is marked ended: wait_until_idle sees the controller
+                self.fire_trigger(execution)
         execution.ended_at = time.time()
+
+    def fire_trigger(self, failed: Execution) -> Execution:
+        """A notification trigger on the failure: launch ``retry-controller`` with the event's payload as
+        its input ``payload`` (its "Payload input name"), shaped as Valohai's notifications are (an
+        envelope; the execution's ``valohai.*`` fields under ``data``; docs/platform.md)."""
+        payload = {
+            "project": PROJECT_ID,
+            "type": "execution_failed",
+            "title": f"Execution failed: {PROJECT_NAME}/#{failed.counter}",
+            "body": f"Execution #{failed.counter} failed.",
+            "url": f"/p/{PROJECT_NAME}/execution/{failed.id}/",
+            "data": {
+                "valohai.execution-id": failed.id,
+                "valohai.execution-counter": failed.counter,
+                "valohai.execution-status": failed.status,
+                "valohai.execution-step": failed.step,
+                "valohai.execution-title": failed.title,
+                "valohai.execution-ctime": _iso(failed.created_at),
+                "valohai.project-id": PROJECT_ID,
+                "valohai.project-name": PROJECT_NAME,
+                "valohai.commit-identifier": COMMIT,
+            },
+        }
+        datum = self.upload_by_hand("payload.json", json.dumps(payload))
+        create = {
+            "project": PROJECT_ID,
+            "commit": COMMIT,
+            "step": "retry-controller",
+            "title": "Retry controller",
+            "inputs": {"payload": [f"datum://{datum.id}"]},
+            "parameters": {**self._defaults("retry-controller"), **self.controller_parameters},
+            "environment_variables": {},
+            "inherit_environment_variables": True,
+        }
+        status, body = self._create(create)
+        assert status == 201, body
+        return self.executions[body["counter"]]
+
+    def stop(self, execution: Execution) -> None:
+        """A user's Stop: the execution's process ends, and it is marked ``stopped``."""
+        execution.stop_requested = True
+        for process in self._processes:
+            if getattr(process, "execution", None) is execution:
+                process.kill()
+
+    def controllers(self) -> list[Execution]:
+        """The retry controllers the trigger launched, in counter order."""
+        return [e for n, e in sorted(self.executions.items()) if e.step == "retry-controller"]
 
     def _watch_outputs(self, execution: Execution, outputs: Path, stop: threading.Event) -> None:
         """Live upload: a file turned read-only is uploaded right away and taken from the folder."""
@@ -892,9 +971,9 @@ def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _load_step() -> valohai_yaml.objs.Step:
+def _load_steps() -> dict[str, valohai_yaml.objs.Step]:
     with (ROOT / "valohai.yaml").open() as file:
-        return valohai_yaml.parse(file).steps["train"]
+        return dict(valohai_yaml.parse(file).steps)
 
 
 def _handler_for(platform: Platform) -> type[http.server.BaseHTTPRequestHandler]:

@@ -81,7 +81,7 @@ def test_a_short_wait_is_never_said_to_be_zero(
     clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock, capsys: Any
 ) -> None:
     clean_env.setenv("RETRY_LOCAL_NUMBER", "1")
-    clean_env.setenv("RETRY_NOT_BEFORE", retry._format_instant(clock.now_value + 0.4))
+    clean_env.setenv("RETRY_NOT_BEFORE", retry.format_instant(clock.now_value + 0.4))
     retry.run(lambda: None, retries=3, delay=1, runtime=runtime)
     err = capsys.readouterr().err
     assert "retry 1/3 waits 0.4 s before it starts work" in err and "waits 0 s" not in err

@@ -370,7 +370,7 @@ def test_a_not_before_is_honoured_whatever_the_count_says(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     set_tags(config_dir, [])  # the tag is gone, the wait is not
-    monkeypatch.setenv("RETRY_NOT_BEFORE", retry._format_instant(clock.now_value + 60))
+    monkeypatch.setenv("RETRY_NOT_BEFORE", retry.format_instant(clock.now_value + 60))
     api.post(STATUS_URL)
 
     retry.run(lambda: None, retries=3, runtime=runtime)
@@ -378,9 +378,9 @@ def test_a_not_before_is_honoured_whatever_the_count_says(
 
 
 def test_the_not_before_instant_is_rounded_up_never_down() -> None:
-    assert retry._format_instant(1_800_000_000.0004) == "2027-01-15T08:00:00.001Z"
-    assert retry._format_instant(1_800_000_000.0) == "2027-01-15T08:00:00.000Z"
-    assert retry.parse_instant(retry._format_instant(1_800_000_000.9991)) >= 1_800_000_000.9991
+    assert retry.format_instant(1_800_000_000.0004) == "2027-01-15T08:00:00.001Z"
+    assert retry.format_instant(1_800_000_000.0) == "2027-01-15T08:00:00.000Z"
+    assert retry.parse_instant(retry.format_instant(1_800_000_000.9991)) >= 1_800_000_000.9991
 
 
 # --- odd errors and inputs -----------------------------------------------------------------
@@ -543,7 +543,7 @@ def test_a_second_run_in_one_process_is_the_same_attempt(
     clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock
 ) -> None:
     clean_env.setenv("RETRY_LOCAL_NUMBER", "1")
-    clean_env.setenv("RETRY_NOT_BEFORE", retry._format_instant(clock.now_value + 30))
+    clean_env.setenv("RETRY_NOT_BEFORE", retry.format_instant(clock.now_value + 30))
     seen: list[int] = []
     retry.run(lambda: seen.append(retry.current_retry()), runtime=runtime)  # stage one
     retry.run(lambda: seen.append(retry.current_retry()), runtime=runtime)  # stage two: not attempt 1 again
@@ -613,7 +613,7 @@ def test_ctrl_c_during_the_wait_is_announced(
     clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, clock: FakeClock, capsys: Any
 ) -> None:
     clean_env.setenv("RETRY_LOCAL_NUMBER", "1")
-    clean_env.setenv("RETRY_NOT_BEFORE", retry._format_instant(clock.now_value + 30))
+    clean_env.setenv("RETRY_NOT_BEFORE", retry.format_instant(clock.now_value + 30))
 
     def interrupted(seconds: float) -> None:
         raise KeyboardInterrupt

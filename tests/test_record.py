@@ -198,7 +198,7 @@ def test_a_copy_waits_while_its_parent_has_neither_ended_nor_named_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     this_copy(config_dir, monkeypatch)
-    monkeypatch.setenv("RETRY_NOT_BEFORE", retry._format_instant(clock.now_value + 5))
+    monkeypatch.setenv("RETRY_NOT_BEFORE", retry.format_instant(clock.now_value + 5))
     expect_parent(api, parent("started", text="ConnectionError: x"), parent("error", record=named("id-43")))
     api.post(STATUS_URL)
 
@@ -265,6 +265,7 @@ def copy_of_retry(counter: int, **fields: Any) -> dict[str, Any]:
         "tags": ["nightly", "retry: 1"],
         "step": "train",
         "environment_variables": variables,
+        "status_detail": None,
         **fields,
     }
 
@@ -281,6 +282,7 @@ UNCONFIRMED = parent(record=retry.Record("unconfirmed", 1, cause=SUMMARY))
     [
         ({"status": "error", "status_detail": None}, False),  # crashed before its job: it never worked
         ({"status": "stopped"}, False),
+        ({"status": "system_error"}, False),  # a status never seen: ended, and not complete
         ({"status": "error", "status_detail": retry.status_with_record("x", retry.Record("stood_down", 1))}, False),
         ({"status": "error", "status_detail": retry.status_with_record("x", named("id-47"))}, True),  # lives on
         ({"status": "error", "status_detail": retry.status_with_record("x", retry.Record("gave_up", 1))}, True),
@@ -288,7 +290,7 @@ UNCONFIRMED = parent(record=retry.Record("unconfirmed", 1, cause=SUMMARY))
         ({"status": "queued"}, True),
         ({"status": "complete"}, True),
     ],
-    ids=["crashed", "stopped", "stood-down", "relaunched", "gave-up", "started", "queued", "complete"],
+    ids=["crashed", "stopped", "unknown", "stood-down", "relaunched", "gave-up", "started", "queued", "complete"],
 )
 @pytest.mark.parametrize("parent_detail", [UNCONFIRMED, parent(text="Waiting 5 s")], ids=["unconfirmed", "killed"])
 def test_without_a_named_heir_the_lowest_copy_that_works_does_it(
@@ -313,6 +315,43 @@ def test_without_a_named_heir_the_lowest_copy_that_works_does_it(
         assert status_details(api) == [
             "Stood down: #42 is already retry 1/3 of the same failure and does the work; this copy did nothing"
         ]
+
+
+def test_a_list_entry_without_a_status_detail_is_read_whole_before_it_decides(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The abridged entry shows #42 started (this copy would stand down); its detail shows it stood down.
+    this_copy(config_dir, monkeypatch, counter=44)
+    expect_parent(api, UNCONFIRMED)
+    mine = {"id": "id-44", "counter": 44, "tags": ["nightly", "retry: 1"]}
+    abridged = copy_of_retry(42, status="started")
+    del abridged["status_detail"]
+    api.get(CREATE_URL, json=page(mine, abridged, UNCONFIRMED), match=[AUTH])
+    stood = retry.status_with_record("Stood down", retry.Record("stood_down", 1, heir="id-40"))
+    api.get(f"{HOST}/api/v0/executions/id-42/", json=copy_of_retry(42, status="error", status_detail=stood))
+
+    assert run_copy(runtime) == (None, [True])
+    assert len(api.calls) == 3
+
+
+def test_a_run_valohai_restarted_after_a_spot_interruption_does_the_work(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: Any,
+) -> None:
+    # Its parent's record names the interrupted execution; the restart carries on for it.
+    this_copy(config_dir, monkeypatch, counter=45)
+    restart = tmp_path / "inputs" / "_restart"
+    restart.mkdir(parents=True)
+    (restart / "checkpoint-epoch-0003.json").write_text("{}")
+    monkeypatch.setenv("VH_INPUTS_DIR", str(tmp_path / "inputs"))
+
+
+    assert run_copy(runtime) == (None, [True])
+    assert [c.request.url for c in api.calls] == [] and "could not check" not in capsys.readouterr().err
 
 
 def test_look_alikes_of_a_sweep_are_told_apart_before_any_detail_is_read(

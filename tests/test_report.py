@@ -575,6 +575,26 @@ def test_a_tampered_parent_or_record_cannot_make_a_loop() -> None:
     assert [[a.counter for a in path] for path in grouping.chains] == [[1, 2]]
 
 
+def test_a_controllers_record_speaks_for_the_crash_it_retried_and_the_controller_is_no_chain() -> None:
+    lost = "#1 ended 'error' without a verdict (killed, crashed, or its machine was lost)"
+    controlled = [
+        attempt(1),  # killed: no record of its own
+        attempt(2, "complete", retry.Record("started", 1, "id-3", lost, failed="id-1")),  # the controller
+        attempt(3, "error", retry_number=1, parent=1),  # crashed too
+        attempt(4, "complete", retry.Record("stood_down", 0, failed="id-3")),  # a second firing for #3
+        attempt(5, "complete", retry.Record("gave_up", 2, cause="out of memory", failed="id-3")),
+        attempt(6, "error", retry.Record("not_retried", 0, cause="KeyError: 'x'")),
+        attempt(7, "complete", retry.Record("stood_down", 0, failed="id-6")),  # retry.py dealt with #6
+    ]
+    attempts = chains.controller_verdicts(controlled)
+    grouping = chains.group_chains(attempts)
+
+    assert [[a.counter for a in path] for path in grouping.chains] == [[1, 3], [6]]
+    assert [chains.outcome(path)[0] for path in grouping.chains] == [chains.GAVE_UP, chains.NOT_RETRIED]
+    assert [a.cause for a in attempts] == [lost, "out of memory", "KeyError: 'x'"]
+    assert grouping.duplicates == grouping.stood_down == []
+
+
 @pytest.mark.parametrize(
     ("status", "record", "expected"),
     [

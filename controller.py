@@ -1,0 +1,216 @@
+"""The retry controller: a retry for what the job could not catch.
+
+``retry.run`` catches what Python can catch.  An out-of-memory kill, a segfault in a CUDA
+kernel, a spot machine that disappears or a watchdog's verdict end an execution without a word
+from Python: no verdict, no retry.  A Valohai notification trigger on "Execution fails" (or
+"Watchdog detects a failed execution") can launch the step ``retry-controller`` with the
+event's payload as its input ``payload``; this file is that step::
+
+    python controller.py [--retries=3] [--delay=60] [--checkpoint=checkpoint] [--not_transient=...]
+
+For the failed execution the payload names, it reads the execution's detail and does nothing,
+saying why, when: the execution was stopped by a user; ``retry.py`` left its record (it started
+a retry, judged the error not transient, or gave up); its log shows a failure a restart cannot
+fix (``--not_transient``: ``;``-separated text); a retry of it already exists (the trigger fired
+twice); or its chain is out of retries.  Otherwise it waits out the delay here, on this cheap
+machine, and starts exactly one retry with retry.py's own pieces: the same payload,
+``retry: N+1``, the failed attempt's newest checkpoint in the input ``--checkpoint``.  Its status
+detail says what it did, with a record that names the failed execution and its retry.  The
+chain's ``retries`` and ``delay`` are the failed execution's parameters when it has them, else
+this step's.  Set-up and limits: docs/controller.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import valohai
+
+import retry
+
+#: Text in a failed execution's log that a restart cannot fix (Python saw the error, so the job
+#: failed outside retry.run: an import error, a syntax error; or the disk is full).
+NOT_TRANSIENT = "Traceback (most recent call last);No space left on device"
+#: How many of the last log lines are searched for it.
+LOG_TAIL = 200
+
+
+class ExecutionLost(Exception):  # noqa: N818 - not an error of this program: what befell the execution
+    """A failed execution that left no verdict: it was killed, crashed, or lost its machine."""
+
+
+def main(argv: Sequence[str] | None = None, *, runtime: retry.Runtime | None = None) -> int:
+    """Read the payload and the settings, act on the failed execution, and return the exit code."""
+    runtime, failed_id = runtime or retry.Runtime(), None
+    try:
+        settings = _parser().parse_known_args(argv)[0]
+        failed_id = failed_execution(read_payload())
+        return control(failed_id, settings, runtime)
+    except retry.RetryError as exc:
+        message = f"The retry controller could not act: {exc}"
+        if failed_id is None:
+            retry.set_status_detail(message)
+        else:  # the report counts its failed execution as one that could not relaunch
+            retry.write_record(message, retry.Record("not_started", 0, failed=failed_id))
+        _say(message)
+        return exc.exit_code
+
+
+def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime) -> int:
+    """Start one retry of ``failed_id``, or say why not; return the exit code (0 for both)."""
+    api = retry.api_client(runtime)
+    failed = api.get(f"/api/v0/executions/{failed_id}/", {"exclude": "metadata,events"})
+    failed_id, shown = str(failed.get("id") or failed_id), f"#{retry.counter_of(failed)}"
+    status, record = failed.get("status"), retry.read_record(failed)
+    if status == "stopped":
+        return _done(f"Nothing to do: {shown} was stopped by a user", retry.Record("stood_down", 0, failed=failed_id))
+    if status in retry.NOT_FAILED_STATUSES:
+        return _done(
+            f"Nothing to do: {shown} has not failed (it is {status})", retry.Record("stood_down", 0, failed=failed_id)
+        )
+    if record is not None:
+        message = f"Nothing to do: retry.py dealt with {shown} itself (its record says {record.outcome})"
+        return _done(message, retry.Record("stood_down", record.retry, record.heir, failed=failed_id))
+    why = f"{shown} ended '{status}' without a verdict (killed, crashed, or its machine was lost)"
+    signature = _not_transient(api, failed_id, settings.not_transient)
+    error: BaseException = ValueError(f"its log shows {signature!r}") if signature else ExecutionLost(why)
+    policy = retry.Policy(retry_on=ExecutionLost, max_delay=retry.MAX_WAIT, **_chain_settings(failed, settings))
+    state = retry.ChainState(retry.retry_number(retry.tags_of(failed)), parent=failed_id)
+    decision = retry.decide(policy, state, error, now=runtime.now(), uniform=runtime.uniform)
+    if decision.outcome != "retry":
+        message = f"{decision.reason}: {shown} {retry.describe(error)}"
+        return _done(message, retry.Record(decision.outcome, decision.number, cause=why, failed=failed_id))
+    number, which = decision.number, f"retry {decision.number}/{policy.retries}"
+    retry.countdown(decision.wait, f"waiting {decision.wait:g} s here before starting {which} of {shown}", runtime)
+    api = retry.api_client(runtime)  # the wait was not the API's time
+    like = {"step": failed.get("step"), "title": failed.get("title"), "parameters": failed.get("parameters")}
+    project = retry.read_execution().project_id
+    copy = retry.find_copy(api.within(retry.CHECK_BUDGET), project, failed, number, like, working=False)
+    if copy is not None:
+        message = f"Nothing to do: {shown} already has {which}: #{retry.counter_of(copy)}"
+        return _done(message, retry.Record("stood_down", number, str(copy.get("id")), failed=failed_id))
+    payload = retry.build_retry_payload(
+        failed, number, parent_id=failed_id, not_before=retry.format_instant(decision.not_before)
+    )
+    if settings.checkpoint:
+        newest, _ = retry.newest_checkpoint(api.within(retry.CHECKPOINT_BUDGET), failed_id, settings.checkpoint_pattern)
+        if newest is not None:  # else the checkpoint it started from, which the payload copied
+            _say(f"the retry resumes from {retry.printable(str(newest.get('name')))} (datum://{newest['id']})")
+            payload["inputs"][settings.checkpoint] = [f"datum://{newest['id']}"]
+    try:
+        created, _ = retry.create_retry(api, payload, settings.checkpoint or None)
+    except retry.RetryError as exc:
+        _done(
+            f"Could not start {which} of {shown}: {exc}",
+            retry.Record("not_started", number, cause=why, failed=failed_id),
+        )
+        return exc.exit_code
+    message = f"Started {which} of {shown} as #{retry.counter_of(created)}: {why}"
+    return _done(message, retry.Record("started", number, str(created["id"]), why, failed=failed_id))
+
+
+def read_payload() -> dict[str, Any]:
+    """The notification's payload: the JSON file of the step's input ``payload``."""
+    path = valohai.inputs("payload").path(process_archives=False)
+    if not path:
+        raise retry.ConfigError(
+            "no payload: this step is launched by a notification trigger whose Payload input name is payload"
+        )
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise retry.ConfigError(
+            f"the payload {retry.quote(path)} is not readable JSON: {retry.describe(exc)}"
+        ) from None
+    if not isinstance(payload, dict):
+        raise retry.ConfigError("the payload is not a JSON object")
+    return payload
+
+
+def failed_execution(payload: Mapping[str, Any]) -> str:
+    """The failed execution's id (or ``project:counter``) in the payload's ``data``."""
+    data = payload["data"] if isinstance(payload.get("data"), dict) else {}
+    execution_id, project, counter = (
+        data.get(f"valohai.{key}") for key in ("execution-id", "project-id", "execution-counter")
+    )
+    if isinstance(execution_id, str) and execution_id:
+        return execution_id
+    if isinstance(project, str) and project and retry.counter_of({"counter": counter}) is not None:
+        return f"{project}:{counter}"
+    raise retry.ConfigError(
+        "the payload names no execution (data.valohai.execution-id): is the trigger on execution events?"
+    )
+
+
+def _not_transient(api: retry.ValohaiAPI, execution_id: str, signatures: str) -> str | None:
+    """The first of ``signatures`` in the last lines of the execution's log, if any (as ``vh execution logs``
+    reads it: ``<execution url>events/``)."""
+    wanted = [text.strip() for text in signatures.split(";") if text.strip()]
+    if not wanted:
+        return None
+    events = api.get(f"/api/v0/executions/{execution_id}/events/").get("events")
+    lines = (
+        [str(event.get("message")) for event in events if isinstance(event, dict)] if isinstance(events, list) else []
+    )
+    return next((text for line in lines[-LOG_TAIL:] for text in wanted if text in line), None)
+
+
+def _chain_settings(failed: Mapping[str, Any], settings: argparse.Namespace) -> dict[str, Any]:
+    """``retries`` and ``delay``: the failed execution's parameters when it has them, else this step's."""
+    parameters = failed["parameters"] if isinstance(failed.get("parameters"), dict) else {}
+    chosen = {}
+    for name in ("retries", "delay"):
+        value = parameters.get(name)
+        usable = (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and 0 <= value <= (retry.MAX_RETRIES if name == "retries" else retry.MAX_WAIT)
+        )
+        chosen[name] = value if usable else getattr(settings, name)
+    return chosen
+
+
+def _done(message: str, record: retry.Record) -> int:
+    """Say what the controller did, in its status detail with its record, and end well."""
+    if not retry.write_record(message, record):
+        _say("could not write the controller's record")
+    _say(message)
+    return 0
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[retry-controller] {retry.printable(message)}\n")
+    sys.stderr.flush()
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _say(f"invalid parameter: {message}")
+        sys.exit(retry.EXIT_BAD_CONFIG)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="controller.py", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--retries", type=int, default=3, help="retries of a chain, unless its execution has the parameter"
+    )
+    parser.add_argument(
+        "--delay", type=float, default=60.0, help="seconds before a retry, unless its execution has the parameter"
+    )
+    parser.add_argument(
+        "--checkpoint", default="checkpoint", help="the input through which a retry gets its checkpoint ('' for none)"
+    )
+    parser.add_argument(
+        "--checkpoint_pattern", default=retry.DEFAULT_CHECKPOINT_PATTERN, help="which outputs are checkpoints"
+    )
+    parser.add_argument("--not_transient", default=NOT_TRANSIENT, help="';'-separated log text a restart cannot fix")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
