@@ -1,33 +1,17 @@
 """Report on the retry chains of a Valohai project: how they end, what they cost, why they fail.
 
 ``retry.py`` lets one execution recover by itself; this file watches the pattern across a
-project, as Valohai's guide advises ("frequent retries may indicate systemic issues")::
+project (frequent retries point at a problem that retrying hides)::
 
     python chains.py report --project <id> [--days 7] [--json]
     python chains.py chain <counter> [--project <id>]
 
-``report`` reads the project's executions of the last ``--days`` days, newest first and
-page by page, with the token and host rules of ``retry.py`` (``VH_API_TOKEN``,
-``VALOHAI_HOST``, ``RETRY_API_TIMEOUT``), and prints how the chains ended, the machine time
-of the failed attempts and the top causes of failure (``--json``: one JSON document).
-``chain`` prints every attempt of one chain, oldest first.
-
-Everything is read from the records ``retry.py`` leaves at the end of each attempt's status
-detail (:class:`retry.Record`), never from its wording:
-
-* A chain is a first attempt and the retries that followed it: each attempt's record names
-  its heir.  Its outcome is its last attempt's: complete (on the first attempt, or
-  recovered on retry N); still running (queued or running, or it started a retry the list
-  does not show yet); or failed, as its record says: gave up, not retried, could not
-  relaunch.  A failure without a record (the execution was stopped, killed, ran out of
-  memory, or does not use ``retry.py``) ends its chain "without a verdict".
-* A chain that began before the period is counted by its attempts inside the period.
-* A copy of a retry that stood down belongs to no chain.  A copy its parent did not name
-  that did not stand down is counted as a duplicate.
-
-The reading is bounded (:class:`Bounds`): list pages, execution detail reads (only for
-what a list entry lacks), and time.  At a bound the report covers the newest executions
-it read, and says so.
+Everything is read from the records ``retry.py`` and ``controller.py`` leave at the end of each
+attempt's status detail (:class:`retry.Record`), never from wording: a chain is a first attempt
+and the retries that followed it, each named by its parent's record (else by its
+``RETRY_PARENT``); it ends as its last attempt's record says, or "without a verdict" (stopped,
+killed, or not using ``retry.py``).  The reading is bounded (:class:`Bounds`); at a bound the
+report covers the newest executions it read, and says so.  More: docs/report.md.
 """
 
 from __future__ import annotations
@@ -46,29 +30,17 @@ from typing import Any, NoReturn
 
 import retry
 
-#: How many days a report looks back unless told.
-DEFAULT_DAYS = 7.0
-#: The longest period a report accepts, in days (ten years).
-MAX_DAYS = 3650.0
-#: List pages read at most: 20,000 executions at 100 a page.
-MAX_REPORT_PAGES = 200
-#: Execution details read at most (for what list entries lack).
-MAX_REPORT_DETAILS = 2000
-#: Seconds of reading at most; a request under way then may still finish.
-REPORT_SECONDS = 180.0
-#: What the API client may take beyond that: one slow request and its retries.
-API_GRACE = 60.0
+#: How many days a report looks back unless told, and at most (ten years).
+DEFAULT_DAYS, MAX_DAYS = 7.0, 3650.0
+#: A report reads at most 200 list pages (20,000 executions), 2,000 execution details (for what list
+#: entries lack) and 180 s (a request under way then may still finish: API_GRACE is its time).
+MAX_REPORT_PAGES, MAX_REPORT_DETAILS, REPORT_SECONDS, API_GRACE = 200, 2000, 180.0, 60.0
 #: How many causes the text report lists (the JSON lists them all).
 TOP_CAUSES = 10
 
 # How a chain ends: the JSON keys of the report.
-FIRST_ATTEMPT = "first_attempt"
-RECOVERED = "recovered"
-GAVE_UP = "gave_up"
-NOT_RETRIED = "not_retried"
-RELAUNCH_FAILED = "relaunch_failed"
-RUNNING = "running"
-NO_VERDICT = "no_verdict"
+FIRST_ATTEMPT, RECOVERED, GAVE_UP, NOT_RETRIED = "first_attempt", "recovered", "gave_up", "not_retried"
+RELAUNCH_FAILED, RUNNING, NO_VERDICT = "relaunch_failed", "running", "no_verdict"
 #: How a chain whose last attempt failed ended, by that attempt's record.
 VERDICTS = {
     "started": RUNNING,  # its retry is not in the list yet
@@ -109,7 +81,7 @@ def main(
             project = _project(args.project)
             api = _api((bounds or Bounds()).seconds + API_GRACE, clock, sleep)
             report = build_report(api, project, days=days, now=now(), clock=clock, bounds=bounds or Bounds())
-            print(json.dumps(report_json(report), indent=2) if args.json else format_report(report))
+            print(json.dumps(report, indent=2) if args.json else format_report(report))
     except retry.RetryError as exc:
         _fail(str(exc), exc.exit_code)
     except Exception as exc:  # an answer of a shape never seen: one line all the same
@@ -181,37 +153,6 @@ def format_chain(attempts: Sequence[Mapping[str, Any]]) -> str:
 # --- the report ------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Cause:
-    """One cause of failed attempts: its normalized text, how often, and the newest example."""
-
-    cause: str
-    count: int
-    example: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Report:
-    """What a project's retry chains did in a period: counts, failed time, causes."""
-
-    project_id: str
-    project_name: str
-    days: float
-    since: float  # epoch seconds: the period's start
-    executions: int
-    chains: int
-    outcomes: dict[str, int]  # FIRST_ATTEMPT, GAVE_UP, ... -> chains
-    recovered: dict[int, int]  # retry number that succeeded -> chains
-    stood_down: int
-    duplicates: int
-    failed_attempts: int
-    failed_seconds: float
-    failed_without_duration: int
-    causes: list[Cause]
-    stopped: str | None = None  # the bound that cut the period short, if one did
-    oldest: Attempt | None = None  # the oldest execution read
-
-
 def build_report(
     api: retry.ValohaiAPI,
     project_id: str,
@@ -220,7 +161,7 @@ def build_report(
     now: float,
     clock: Callable[[], float] = time.monotonic,
     bounds: Bounds | None = None,
-) -> Report:
+) -> dict[str, Any]:
     """Read the project's executions of the last ``days`` days before ``now`` and sum them up."""
     name = _project_name(api, project_id)
     since = now - days * 86_400
@@ -228,99 +169,73 @@ def build_report(
     return summarize(period, project_id=project_id, project_name=name, days=days, since=since)
 
 
-def summarize(period: Period, *, project_id: str, project_name: str, days: float, since: float) -> Report:
-    """The report on the executions of ``period``: chains and their outcomes, failures, causes."""
+def summarize(period: Period, *, project_id: str, project_name: str, days: float, since: float) -> dict[str, Any]:
+    """The report on ``period``, as the JSON document ``--json`` prints (the text is made from it):
+    chains by outcome, duplicates, the failed attempts' machine time, their causes, the bound hit."""
     attempts = controller_verdicts(period.attempts)
     grouping = group_chains(attempts)
     ends = [outcome(path) for path in grouping.chains]
-    recovered: dict[int, int] = {}
-    for name, number in ends:
-        if name == RECOVERED:
-            recovered[number] = recovered.get(number, 0) + 1
     names = [name for name, _ in ends]
+    numbers = sorted(number for name, number in ends if name == RECOVERED)
     failed = [attempt for attempt in attempts if attempt.failed]
     durations = [attempt.duration for attempt in failed if attempt.duration is not None]
-    return Report(
-        project_id=project_id,
-        project_name=project_name,
-        days=days,
-        since=since,
-        executions=len(period.attempts),
-        chains=len(grouping.chains),
-        outcomes={name: names.count(name) for name in (FIRST_ATTEMPT, *VERDICTS.values(), NO_VERDICT)},
-        recovered=dict(sorted(recovered.items())),
-        stood_down=len(grouping.stood_down),
-        duplicates=len(grouping.duplicates),
-        failed_attempts=len(failed),
-        failed_seconds=sum(durations),
-        failed_without_duration=len(failed) - len(durations),
-        causes=top_causes(failed),
-        stopped=period.stopped,
-        oldest=min(period.attempts, key=lambda attempt: attempt.counter, default=None),
-    )
-
-
-def format_report(report: Report) -> str:
-    """The report as text: period, summary line, duplicates, failed machine time, top causes."""
-    name = retry.printable(report.project_name)
-    period = f"since {_when(report.since)} (--days {report.days:g})"
-    lines = [f"Retry chains of {name} {period}: {report.executions} executions read"]
-    if report.stopped and report.oldest is None:
-        lines.append(f"Stopped early, at {report.stopped}: no execution was read.")
-    elif report.stopped and report.oldest is not None:
-        lines.append(
-            f"Stopped early, at {report.stopped}: this report covers executions since"
-            f" {_when(report.oldest.created)} (#{report.oldest.counter} and newer), not the whole period."
-        )
-    by_retry = ", ".join(f"retry {number}: {count}" for number, count in report.recovered.items())
-    counts = report.outcomes
-    lines.append(
-        f"Chains: {report.chains} | succeeded on the first attempt: {counts[FIRST_ATTEMPT]}"
-        f" | recovered: {sum(report.recovered.values())}"
-        + (f" ({by_retry})" if by_retry else "")
-        + f" | gave up: {counts[GAVE_UP]} | not retried (not transient): {counts[NOT_RETRIED]}"
-        f" | could not relaunch: {counts[RELAUNCH_FAILED]} | still running: {counts[RUNNING]}"
-        f" | ended without a verdict: {counts[NO_VERDICT]}"
-    )
-    lines.append(f"Duplicate retries: stood down: {report.stood_down} | not stood down: {report.duplicates}")
-    spent = _duration_text(report.failed_seconds)
-    machine = f"Machine time of failed attempts: {spent} over {report.failed_attempts} attempts"
-    if report.failed_without_duration:
-        machine += f" ({report.failed_without_duration} without a duration)"
-    lines.append(machine)
-    lines.append("Top causes of failed attempts:" if report.causes else "Top causes of failed attempts: none")
-    for cause in report.causes[:TOP_CAUSES]:
-        lines.append(retry.printable(f"  {cause.count:>4}  {cause.cause}"))
-        if cause.example:
-            lines.append(retry.printable(f"        e.g. {cause.example}"))
-    if len(report.causes) > TOP_CAUSES:
-        lines.append(f"  ... and {len(report.causes) - TOP_CAUSES} more causes (--json lists them all)")
-    return "\n".join(lines)
-
-
-def report_json(report: Report) -> dict[str, Any]:
-    """The report as one JSON-ready object, for dashboards and alerts."""
-    oldest = report.oldest.created if report.oldest else None
+    oldest = min(period.attempts, key=lambda attempt: attempt.counter, default=None)
     return {
-        "project": report.project_id,
-        "project_name": report.project_name,
-        "days": int(report.days) if float(report.days).is_integer() else report.days,
-        "since": _iso(report.since),
-        "executions": report.executions,
-        "chains": report.chains,
-        FIRST_ATTEMPT: report.outcomes[FIRST_ATTEMPT],
-        RECOVERED: {str(number): count for number, count in report.recovered.items()},
-        **{name: report.outcomes[name] for name in (GAVE_UP, NOT_RETRIED, RELAUNCH_FAILED, RUNNING, NO_VERDICT)},
-        "stood_down": report.stood_down,
-        "duplicates": report.duplicates,
-        "failed_attempts": report.failed_attempts,
-        "failed_seconds": round(report.failed_seconds),
-        "failed_without_duration": report.failed_without_duration,
-        "causes": [dataclasses.asdict(cause) for cause in report.causes],
-        "whole_period": report.stopped is None,
-        "stopped": report.stopped,
-        "covers_since": _iso(oldest) if oldest is not None else None,
+        "project": project_id,
+        "project_name": project_name,
+        "days": int(days) if float(days).is_integer() else days,
+        "since": _iso(since),
+        "executions": len(period.attempts),
+        "chains": len(grouping.chains),
+        FIRST_ATTEMPT: names.count(FIRST_ATTEMPT),
+        RECOVERED: {str(number): numbers.count(number) for number in dict.fromkeys(numbers)},
+        **{name: names.count(name) for name in (GAVE_UP, NOT_RETRIED, RELAUNCH_FAILED, RUNNING, NO_VERDICT)},
+        "stood_down": len(grouping.stood_down),
+        "duplicates": len(grouping.duplicates),
+        "failed_attempts": len(failed),
+        "failed_seconds": round(sum(durations)),
+        "failed_without_duration": len(failed) - len(durations),
+        "causes": top_causes(failed),
+        "whole_period": period.stopped is None,
+        "stopped": period.stopped,
+        "covers_since": _iso(oldest.created) if oldest is not None and oldest.created is not None else None,
+        "oldest_counter": oldest.counter if oldest is not None else None,
     }
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as text: period, summary line, duplicates, failed machine time, top causes."""
+    period = f"since {_when(report['since'])} (--days {report['days']:g})"
+    lines = [f"Retry chains of {report['project_name']} {period}: {report['executions']} executions read"]
+    if report["stopped"] and report["oldest_counter"] is None:
+        lines.append(f"Stopped early, at {report['stopped']}: no execution was read.")
+    elif report["stopped"]:
+        lines.append(
+            f"Stopped early, at {report['stopped']}: this report covers executions since"
+            f" {_when(report['covers_since'])} (#{report['oldest_counter']} and newer), not the whole period."
+        )
+    by_retry = ", ".join(f"retry {number}: {count}" for number, count in report[RECOVERED].items())
+    lines.append(
+        f"Chains: {report['chains']} | succeeded on the first attempt: {report[FIRST_ATTEMPT]}"
+        f" | recovered: {sum(report[RECOVERED].values())}"
+        + (f" ({by_retry})" if by_retry else "")
+        + f" | gave up: {report[GAVE_UP]} | not retried (not transient): {report[NOT_RETRIED]}"
+        f" | could not relaunch: {report[RELAUNCH_FAILED]} | still running: {report[RUNNING]}"
+        f" | ended without a verdict: {report[NO_VERDICT]}"
+    )
+    lines.append(f"Duplicate retries: stood down: {report['stood_down']} | not stood down: {report['duplicates']}")
+    machine = f"Machine time of failed attempts: {_duration_text(report['failed_seconds'])}"
+    lines.append(machine + f" over {report['failed_attempts']} attempts")
+    if report["failed_without_duration"]:
+        lines[-1] += f" ({report['failed_without_duration']} without a duration)"
+    causes = report["causes"]
+    lines.append("Top causes of failed attempts:" if causes else "Top causes of failed attempts: none")
+    for cause in causes[:TOP_CAUSES]:
+        lines.append(f"  {cause['count']:>4}  {cause['cause']}")
+        lines += [f"        e.g. {cause['example']}"] if cause["example"] else []
+    if len(causes) > TOP_CAUSES:
+        lines.append(f"  ... and {len(causes) - TOP_CAUSES} more causes (--json lists them all)")
+    return "\n".join(retry.printable(line) for line in lines)
 
 
 # --- chains and how they end -----------------------------------------------------------
@@ -448,8 +363,9 @@ def outcome(path: Sequence[Attempt]) -> tuple[str, int]:
 # --- causes ----------------------------------------------------------------------------
 
 
-def top_causes(failed: Sequence[Attempt]) -> list[Cause]:
-    """Causes of ``failed`` attempts, most frequent first, each with its newest example's URL."""
+def top_causes(failed: Sequence[Attempt]) -> list[dict[str, Any]]:
+    """Causes of ``failed`` attempts, most frequent first: the normalized text, how often, and the
+    newest example's URL."""
     counts: dict[str, int] = {}
     examples: dict[str, str] = {}
     for attempt in sorted(failed, key=lambda attempt: -attempt.counter):
@@ -457,7 +373,7 @@ def top_causes(failed: Sequence[Attempt]) -> list[Cause]:
         counts[cause] = counts.get(cause, 0) + 1
         examples.setdefault(cause, attempt.url)
     ranked = sorted(counts, key=lambda cause: (-counts[cause], cause))
-    return [Cause(cause=cause, count=counts[cause], example=examples[cause]) for cause in ranked]
+    return [{"cause": cause, "count": counts[cause], "example": examples[cause]} for cause in ranked]
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
@@ -518,7 +434,7 @@ def read_period(
     """
     bounds = bounds or Bounds()
     period = Period()
-    deadline = clock() + bounds.seconds
+    deadline, time_bound = clock() + bounds.seconds, f"the time bound of {bounds.seconds:g} s"
     entries: list[tuple[dict[str, Any], float | None]] = []
     last, ordered = None, True
     try:
@@ -533,7 +449,7 @@ def read_period(
             if ordered and any(created is not None and created < since for _, created in fresh):
                 break  # newest first: all that follows is older still
             if clock() >= deadline:
-                period.stopped = f"the time bound of {bounds.seconds:g} s"
+                period.stopped = time_bound
                 break
     except retry.ListTooLongError:
         period.stopped = f"the bound of {bounds.pages} list pages"
@@ -543,12 +459,8 @@ def read_period(
         known: dict[str, Any] | None = item
         if _needs_detail(item, named):
             if period.details >= bounds.details or clock() >= deadline:
-                late = period.details < bounds.details
-                period.stopped = (
-                    f"the time bound of {bounds.seconds:g} s"
-                    if late
-                    else f"the bound of {bounds.details} execution detail reads"
-                )
+                details_bound = f"the bound of {bounds.details} execution detail reads"
+                period.stopped = details_bound if period.details >= bounds.details else time_bound
                 return period
             known = _with_detail(api, item)
             period.details += 1
@@ -669,14 +581,13 @@ def _instant(value: Any) -> float | None:
         return None
 
 
-def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "an unknown time"
-    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _when(iso: str | None) -> str:
+    """An :func:`_iso` time as the text report shows it."""
+    return f"{iso[:10]} {iso[11:16]} UTC" if iso else "an unknown time"
 
 
 def _duration_text(seconds: float) -> str:

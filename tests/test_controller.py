@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import responses
 from conftest import AUTH, HOST, PROJECT_ID, STATUS_URL, FakeClock, load_fixture, records, status_details
-from responses import matchers
 
 import controller
 import retry

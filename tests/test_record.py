@@ -349,7 +349,6 @@ def test_a_run_valohai_restarted_after_a_spot_interruption_does_the_work(
     (restart / "checkpoint-epoch-0003.json").write_text("{}")
     monkeypatch.setenv("VH_INPUTS_DIR", str(tmp_path / "inputs"))
 
-
     assert run_copy(runtime) == (None, [True])
     assert [c.request.url for c in api.calls] == [] and "could not check" not in capsys.readouterr().err
 

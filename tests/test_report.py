@@ -89,9 +89,7 @@ UNAVAILABLE = "HTTPError: 503 Server Error: Service Unavailable for url: https:/
 TIMEOUT = "Timeout: read timed out after 30 s waiting for the feature store"
 BUG = "ValueError: feature matrix has 31 columns, the model expects 32"
 CONNECTION_5433 = "ConnectionError: could not connect to db.internal:5433: connection refused"
-STOOD_DOWN = said(
-    "Stood down: #107 named another execution as retry 1/3; this copy did nothing", "stood_down", 1, 109
-)
+STOOD_DOWN = said("Stood down: #107 named another execution as retry 1/3; this copy did nothing", "stood_down", 1, 109)
 
 # The project: newest first, as the list serves it. Retries name their parent's counter.
 PROJECT: list[tuple[dict[str, Any], int | None]] = [
@@ -342,6 +340,7 @@ EXPECTED_JSON = {
     "whole_period": True,
     "stopped": None,
     "covers_since": "2027-01-08T16:00:00Z",
+    "oldest_counter": 100,
 }
 
 
@@ -673,7 +672,7 @@ def test_a_cause_is_the_records_else_the_words_else_no_detail() -> None:
         attempt(2, words="the job's own status detail 42"),
         attempt(1),
     ]
-    assert [(cause.cause, cause.count) for cause in chains.top_causes(failed)] == [
+    assert [(cause["cause"], cause["count"]) for cause in chains.top_causes(failed)] == [
         (chains.NO_DETAIL, 1),
         ("ConnectionError: db at <n> down", 1),
         ("the job's own status detail <n>", 1),
@@ -687,7 +686,7 @@ def test_the_text_lists_ten_causes_and_says_how_many_more(capsys: Any) -> None:
     )
     lines = chains.format_report(report_).splitlines()
     assert lines[-1] == "  ... and 2 more causes (--json lists them all)"
-    assert len(chains.report_json(report_)["causes"]) == 12
+    assert len(report_["causes"]) == 12
 
 
 # --- bad input: one line and a non-zero exit ------------------------------------------------
