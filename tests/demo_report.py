@@ -10,7 +10,7 @@ stand-in's address and token in the environment of that one call, and prints wha
 prints. The stand-in is stopped and its folder removed at the end. Nothing leaves this
 machine, and it takes a few seconds (at most :data:`WAIT_SECONDS` for the chains).
 
-Exit code: the report's, or 1 when the chains did not end in time.
+Exit code: the report's, 1 when the chains or the report did not end in time, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -119,4 +119,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the stand-in, its processes and its folder are gone already
+        print("\nInterrupted: the stand-in and its executions were stopped.", file=sys.stderr)
+        sys.exit(130)
