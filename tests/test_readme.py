@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,13 @@ LOCAL = {
 }
 #: Run against the local stand-in, with its token and a project id in place of the placeholders.
 REPORT = "VH_API_TOKEN=... .venv/bin/python chains.py report --project <project id>"
+#: Starts the stand-in itself, runs chains on it and reports on them: the summary line it must print.
+DEMO = {
+    ".venv/bin/python tests/demo_report.py": (
+        "Chains: 6 | succeeded on the first attempt: 1 | recovered: 3 (retry 1: 2, retry 2: 1) | gave up: 1"
+        " | not retried (not transient): 1 | could not relaunch: 0 | still running: 0 | ended without a verdict: 0"
+    ),
+}
 
 
 def code_blocks(markdown: str) -> list[tuple[str, list[str]]]:
@@ -66,7 +74,7 @@ def shell_commands(markdown: str) -> list[str]:
 
 
 def test_the_readme_shows_exactly_the_commands_tested_here() -> None:
-    assert sorted(shell_commands(README)) == sorted([*BY_HAND, *LOCAL, REPORT])
+    assert sorted(shell_commands(README)) == sorted([*BY_HAND, *LOCAL, REPORT, *DEMO])
 
 
 def clone(folder: Path) -> Path:
@@ -128,3 +136,19 @@ def test_the_report_command_reports_on_a_project(tmp_path: Path) -> None:
         result = run(command, ROOT, VALOHAI_HOST=platform.host)
     assert result.returncode == 0, result.stderr
     assert "Chains: 1 | succeeded on the first attempt: 1 | recovered: 0" in result.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("command", sorted(DEMO))
+def test_the_demo_prints_a_real_report_without_a_token(command: str) -> None:
+    began = time.monotonic()
+    result = run(command, ROOT)  # no VH_API_TOKEN, no VALOHAI_HOST: only PATH
+    took = time.monotonic() - began
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert DEMO[command] in lines, result.stdout
+    assert any(line.startswith("Retry chains of ") for line in lines)
+    assert any(line.startswith("$ VALOHAI_HOST=http://127.0.0.1:") for line in lines)
+    assert took < 30
