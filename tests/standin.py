@@ -704,6 +704,8 @@ class Platform:
         process = self._launcher.start(command, environ, ROOT)
         process.execution = execution
         self._processes.append(process)
+        if execution.stop_requested:  # Stop was pressed while the process was starting: stop() missed it
+            process.kill()
         readers = [
             threading.Thread(target=self._read, args=(execution, process.stdout, "stdout"), daemon=True),
             threading.Thread(target=self._read, args=(execution, process.stderr, "stderr"), daemon=True),

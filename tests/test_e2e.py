@@ -100,7 +100,8 @@ def test_missing_token_fails_clearly_and_creates_nothing(tmp_path: Path) -> None
     assert (execution.status, execution.exit_code) == ("error", retry.EXIT_RELAUNCH_FAILED)
     assert execution.status_detail is not None
     assert "VH_API_TOKEN is not set" in execution.status_detail
-    assert "secret project environment variable" in execution.log_text().splitlines()[-1]
+    stderr = [line for _, stream, line in execution.log if stream == "stderr"]  # stdout may come later
+    assert "secret project environment variable" in stderr[-1]
     assert platform.creates() == []
 
 
