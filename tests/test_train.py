@@ -77,7 +77,10 @@ def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     ("args", "message"),
     [
         (["--failure_rate=1.5"], "failure_rate must be from 0 to 1, got 1.5"),
-        (["--failure_type=meteor"], "failure_type must be one of connection, timeout, rate-limit, bug, crash, got 'meteor'"),
+        (
+            ["--failure_type=meteor"],
+            "failure_type must be one of connection, timeout, rate-limit, bug, crash, got 'meteor'",
+        ),
         (["--retries=-2"], "retries must be an integer from 0 to 100, got -2"),
         (["--delay=-1"], "delay must be a number from 0 to 86400, got -1"),
     ],
