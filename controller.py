@@ -10,7 +10,8 @@ event's payload as its input ``payload``; this file is that step::
 
 For the failed execution the payload names, it reads the execution's detail and does nothing,
 saying why, when: the execution was stopped by a user; ``retry.py`` left its record (it started
-a retry, judged the error not transient, or gave up); its log shows a failure a restart cannot
+a retry, judged the error not transient, or gave up); it ran in a pipeline, or is a retry
+controller itself; its log shows a failure a restart cannot
 fix (``--not_transient``: ``;``-separated text); a retry of it already exists (the trigger fired
 twice); or its chain is out of retries.  Otherwise it waits out the delay here, on this cheap
 machine, and starts exactly one retry with retry.py's own pieces: the same payload,
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None, *, runtime: retry.Runtime | None = N
 
 def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime) -> int:
     """Start one retry of ``failed_id``, or say why not; return the exit code (0 for both)."""
-    api = retry.api_client(runtime)
+    me, api = retry.read_execution(), retry.api_client(runtime)
     failed = api.get(f"/api/v0/executions/{failed_id}/", {"exclude": "metadata,events"})
     failed_id, shown = str(failed.get("id") or failed_id), f"#{retry.counter_of(failed)}"
     status, record = failed.get("status"), retry.read_record(failed)
@@ -76,6 +77,12 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
     if record is not None:
         message = f"Nothing to do: retry.py dealt with {shown} itself (its record says {record.outcome})"
         return _done(message, retry.Record("stood_down", record.retry, record.heir, failed=failed_id))
+    if failed.get("pipeline"):
+        message = f"Nothing to do: {shown} ran in a pipeline, which owns retrying: give its node on-error: retry"
+        return _done(message, retry.Record("stood_down", 0, failed=failed_id))
+    if failed.get("step") == me.step:  # a trigger on every failure fires for ours too
+        message = f"Nothing to do: {shown} is a retry controller itself; read its log"
+        return _done(message, retry.Record("stood_down", 0, failed=failed_id))
     why = f"{shown} ended '{status}' without a verdict (killed, crashed, or its machine was lost)"
     signature = _not_transient(api, failed_id, settings.not_transient)
     error: BaseException = ValueError(f"its log shows {signature!r}") if signature else ExecutionLost(why)
@@ -89,8 +96,7 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
     retry.countdown(decision.wait, f"waiting {decision.wait:g} s here before starting {which} of {shown}", runtime)
     api = retry.api_client(runtime)  # the wait was not the API's time
     like = {"step": failed.get("step"), "title": failed.get("title"), "parameters": failed.get("parameters")}
-    project = retry.read_execution().project_id
-    copy = retry.find_copy(api.within(retry.CHECK_BUDGET), project, failed, number, like, working=False)
+    copy = retry.find_copy(api.within(retry.CHECK_BUDGET), me.project_id, failed, number, like, working=False)
     if copy is not None:
         message = f"Nothing to do: {shown} already has {which}: #{retry.counter_of(copy)}"
         return _done(message, retry.Record("stood_down", number, str(copy.get("id")), failed=failed_id))

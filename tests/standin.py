@@ -729,7 +729,7 @@ class Platform:
         execution.status = (
             "stopped" if execution.stop_requested else "complete" if execution.exit_code == 0 else "error"
         )
-        if execution.status in self.trigger_on and execution.step != "retry-controller":
+        if execution.status in self.trigger_on:  # a controller's own failure too, as on Valohai
             for _ in range(self.trigger_fires):  # before it is marked ended: wait_until_idle sees the controller
                 self.fire_trigger(execution)
         execution.ended_at = time.time()

@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 import responses
-from conftest import AUTH, HOST, PROJECT_ID, STATUS_URL, FakeClock, load_fixture, records, status_details
+from conftest import (
+    AUTH,
+    HOST,
+    PROJECT_ID,
+    STATUS_URL,
+    FakeClock,
+    load_fixture,
+    records,
+    set_tags,
+    status_details,
+)
 
 import controller
 import retry
@@ -35,6 +45,12 @@ def crashed(**changes: Any) -> dict[str, Any]:
 def log(*lines: str) -> dict[str, Any]:
     events = [{"time": "2026-11-20T09:14:05.000000", "stream": "stderr", "message": line} for line in lines]
     return {"total": len(events), "truncated": False, "events": events}
+
+
+@pytest.fixture(autouse=True)
+def controller_execution(config_dir: Path) -> None:
+    """This process is an execution of the step retry-controller."""
+    set_tags(config_dir, [], **{"execution-step": "retry-controller", "execution-counter": 90})
 
 
 @pytest.fixture
@@ -82,8 +98,13 @@ def test_a_failure_without_a_verdict_is_retried_once_from_its_newest_checkpoint(
             crashed(status_detail=retry.status_with_record("Gave up", retry.Record("gave_up", 3))),
             "Nothing to do: retry.py dealt with #77 itself (its record says gave_up)",
         ),
+        (
+            crashed(pipeline={"id": "p-1", "counter": 4}),
+            "Nothing to do: #77 ran in a pipeline, which owns retrying: give its node on-error: retry",
+        ),
+        (crashed(step="retry-controller"), "Nothing to do: #77 is a retry controller itself; read its log"),
     ],
-    ids=["stopped", "complete", "recorded"],
+    ids=["stopped", "complete", "recorded", "pipeline", "controller"],
 )
 def test_nothing_is_started_for_what_needs_no_retry(
     api: responses.RequestsMock, run_controller: Callable[..., int], detail: dict[str, Any], said: str
