@@ -83,15 +83,16 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
     if failed.get("step") == me.step:  # a trigger on every failure fires for ours too
         message = f"Nothing to do: {shown} is a retry controller itself; read its log"
         return _done(message, retry.Record("stood_down", 0, failed=failed_id))
-    why = f"{shown} ended '{status}' without a verdict (killed, crashed, or its machine was lost)"
+    why = f"ended '{status}' without a verdict (killed, crashed, or its machine was lost)"
     signature = _not_transient(api, failed_id, settings.not_transient)
     error: BaseException = ValueError(f"its log shows {signature!r}") if signature else ExecutionLost(why)
+    cause = retry.describe(error)  # the record's: the same for every crash, wherever it happened
     policy = retry.Policy(retry_on=ExecutionLost, max_delay=retry.MAX_WAIT, **_chain_settings(failed, settings))
     state = retry.ChainState(retry.retry_number(retry.tags_of(failed)), parent=failed_id)
     decision = retry.decide(policy, state, error, now=runtime.now(), uniform=runtime.uniform)
     if decision.outcome != "retry":
-        message = f"{decision.reason}: {shown} {retry.describe(error)}"
-        return _done(message, retry.Record(decision.outcome, decision.number, cause=why, failed=failed_id))
+        message = f"{decision.reason} for {shown}: {cause}"
+        return _done(message, retry.Record(decision.outcome, decision.number, cause=cause, failed=failed_id))
     number, which = decision.number, f"retry {decision.number}/{policy.retries}"
     retry.countdown(decision.wait, f"waiting {decision.wait:g} s here before starting {which} of {shown}", runtime)
     api = retry.api_client(runtime)  # the wait was not the API's time
@@ -113,11 +114,11 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
     except retry.RetryError as exc:
         _done(
             f"Could not start {which} of {shown}: {exc}",
-            retry.Record("not_started", number, cause=why, failed=failed_id),
+            retry.Record("not_started", number, cause=cause, failed=failed_id),
         )
         return exc.exit_code
-    message = f"Started {which} of {shown} as #{retry.counter_of(created)}: {why}"
-    return _done(message, retry.Record("started", number, str(created["id"]), why, failed=failed_id))
+    message = f"Started {which} of {shown} as #{retry.counter_of(created)}: {shown} {why}"
+    return _done(message, retry.Record("started", number, str(created["id"]), cause, failed=failed_id))
 
 
 def read_payload() -> dict[str, Any]:

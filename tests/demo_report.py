@@ -3,7 +3,7 @@
     .venv/bin/python tests/demo_report.py
 
 Starts the stand-in for Valohai (``tests/standin.py``) on 127.0.0.1 at a free port, with a
-temporary folder and a throwaway token; runs six chains of the sample step at once, each
+temporary folder and a throwaway token; runs seven chains of the sample step at once, each
 attempt a real ``python train.py`` process that uses ``retry.py`` (see :data:`CHAINS`);
 waits for them; then runs ``chains.py report --project <id>`` as a user would, with the
 stand-in's address and token in the environment of that one call, and prints what it
@@ -60,15 +60,19 @@ CHAINS = [
     Chain("nightly apac", {"failure_rate": 1.0}, recovers_on=2),
     Chain("backfill 2024", {"failure_rate": 1.0, "retries": 2}),
     Chain("new features", {"failure_rate": 1.0, "failure_type": "bug"}),
+    Chain("nightly gpu", {"failure_rate": 1.0, "failure_type": "crash"}, recovers_on=1),
 ]
 SIMULATED = (
     "1 succeeds at once, 3 fail with a connection error or a timeout and recover on retry 1 or 2,\n"
-    "1 fails on every attempt and gives up after 2 retries, 1 hits a bug (ValueError: not retried)."
+    "1 fails on every attempt and gives up after 2 retries, 1 hits a bug (ValueError: not retried),\n"
+    "1 is killed (SIGKILL, as by an out-of-memory kill) and recovers on the retry that the step\n"
+    "retry-controller starts, launched by the stand-in's trigger on failed executions."
 )
 
 
 def run_chains(platform: Platform) -> int:
     """Start every chain at once, wait for all to end; return how many executions ran."""
+    platform.trigger_on = {"error"}  # a notification trigger on "Execution fails" (docs/controller.md)
     for chain in CHAINS:
         if chain.recovers_on is not None:
             platform.override_chain(chain.title, chain.recovers_on, failure_rate=0.0)

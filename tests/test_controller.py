@@ -83,9 +83,9 @@ def test_a_failure_without_a_verdict_is_retried_once_from_its_newest_checkpoint(
 
     assert run_controller() == 0
     assert clock.slept == 60  # the failed execution's delay parameter, waited here
-    cause = "#77 ended 'error' without a verdict (killed, crashed, or its machine was lost)"
-    assert records(api) == [retry.Record("started", 1, "id-78", cause, failed=FAILED_ID)]
-    assert status_details(api) == [f"Started retry 1/3 of #77 as #78: {cause}"]
+    why = "ended 'error' without a verdict (killed, crashed, or its machine was lost)"
+    assert records(api) == [retry.Record("started", 1, "id-78", f"ExecutionLost: {why}", failed=FAILED_ID)]
+    assert status_details(api) == [f"Started retry 1/3 of #77 as #78: #77 {why}"]
     assert len(api.calls) <= 8
 
 
@@ -127,7 +127,7 @@ def test_a_failure_a_restart_cannot_fix_is_not_retried(
 
     assert run_controller() == 0
     assert status_details(api) == [
-        "Not retried (not a transient error): #77 ValueError: its log shows 'Traceback (most recent call last)'"
+        "Not retried (not a transient error) for #77: ValueError: its log shows 'Traceback (most recent call last)'"
     ]
 
 
@@ -147,7 +147,7 @@ def test_a_chain_out_of_retries_gives_up(api: responses.RequestsMock, run_contro
     api.post(STATUS_URL)
 
     assert run_controller() == 0
-    assert status_details(api)[0].startswith("Gave up after 3 retries: #77 ExecutionLost:")
+    assert status_details(api)[0].startswith("Gave up after 3 retries for #77: ExecutionLost: ended 'error'")
 
 
 def test_the_chain_settings_come_from_the_failed_execution_else_from_the_controller() -> None:

@@ -40,7 +40,7 @@ REPORT = "VH_API_TOKEN=... .venv/bin/python chains.py report --project <project 
 #: Starts the stand-in itself, runs chains on it and reports on them: the summary line it must print.
 DEMO = {
     ".venv/bin/python tests/demo_report.py": (
-        "Chains: 6 | succeeded on the first attempt: 1 | recovered: 3 (retry 1: 2, retry 2: 1) | gave up: 1"
+        "Chains: 7 | succeeded on the first attempt: 1 | recovered: 4 (retry 1: 3, retry 2: 1) | gave up: 1"
         " | not retried (not transient): 1 | could not relaunch: 0 | still running: 0 | ended without a verdict: 0"
     ),
 }
