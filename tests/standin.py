@@ -187,6 +187,7 @@ class Platform:
         extra_env: dict[str, str] | None = None,
         host_variable: bool = False,
         fork: bool = True,
+        abridged_lists: bool = False,
     ) -> None:
         self.workdir = workdir
         self.script = script
@@ -199,6 +200,8 @@ class Platform:
         self.queue_time = queue_time
         self.epoch_seconds = epoch_seconds
         self.read_timeout = read_timeout
+        # True: list entries leave out status details too, as a real API may serve them.
+        self.abridged_lists = abridged_lists
         # The most a list page holds, whatever limit the client asks for (as on a real server).
         self.page_cap = 50
         # When set, every list page carries this as its "next" link (endless, elsewhere, relative).
@@ -480,8 +483,10 @@ class Platform:
         return detail
 
     def _summary_item(self, execution: Execution) -> dict[str, Any]:
-        """A list entry: the detail without its environment variables, as valohai-cli's list mocks."""
-        return {key: value for key, value in self._detail(execution).items() if key != "environment_variables"}
+        """A list entry: the detail without its environment variables, as valohai-cli's list mocks;
+        with ``abridged_lists``, without its status detail too (so without its record)."""
+        left_out = {"environment_variables", "status_detail"} if self.abridged_lists else {"environment_variables"}
+        return {key: value for key, value in self._detail(execution).items() if key not in left_out}
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], authorization: str, body: Any) -> Any:
         """Answer one API request: ``(status, json_body)``."""
