@@ -222,7 +222,7 @@ class Platform:
         self._processes: list[Any] = []
         self._launcher: Launcher = ForkLauncher() if fork and ForkLauncher.available() else Launcher()
         self._step = _load_step()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self.host = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._serving = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -883,6 +883,13 @@ def _iso(timestamp: float) -> str:
 def _load_step() -> valohai_yaml.objs.Step:
     with (ROOT / "valohai.yaml").open() as file:
         return valohai_yaml.parse(file).steps["train"]
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """The HTTP server, with room for a herd's connections: with the default backlog of 5, the
+    kernel drops connections that 50 executions open at once, and each waits seconds to retry."""
+
+    request_queue_size = 128
 
 
 def _handler_for(platform: Platform) -> type[http.server.BaseHTTPRequestHandler]:
