@@ -38,12 +38,13 @@ import valohai_yaml
 from greppable import not_greppable, retry_lines
 
 import retry
+from retry import Record  # annotations in Execution, whose property `retry` hides the module
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_ID = "0185f0d4-1c2b-4a3d-9e8f-7a6b5c4d3e2f"
 PROJECT_NAME = "acme/churn-model"
 COMMIT = "5f2c1a9e0b7d4c3a8e6f1d2b9c0a7e4f3b2d1c0a"
-TYPES = {"integer": int, "float": (int, float), "string": str, "flag": bool}
+TYPES: dict[str, type | tuple[type, ...]] = {"integer": int, "float": (int, float), "string": str, "flag": bool}
 ENVIRONMENT = {"id": "0187c1f5-2b9a-4c7e-9d3f-6a1b2c3d4e5f", "name": "Local stand-in", "slug": "local-standin"}
 #: Create-call keys beyond the basics, with their types (valohai-cli's payload builder).
 OPTION_TYPES: dict[str, type] = {
@@ -128,7 +129,7 @@ class Execution:
         return None if self.status_detail is None else self.status_detail.partition(retry.RECORD_MARK)[0]
 
     @property
-    def record(self) -> retry.Record | None:
+    def record(self) -> Record | None:
         """The record its status detail ends with, if any."""
         return retry.read_record(self.status_detail)
 
@@ -712,7 +713,7 @@ class Platform:
         """Download the inputs into the execution's inputs folder; return ``inputs.json``."""
         listing: dict[str, Any] = {}
         for name, urls in execution.inputs.items():
-            files = []
+            files: list[dict[str, Any]] = []
             for url in urls:
                 datum = self.data.get(url[len("datum://") :]) if url.startswith("datum://") else None
                 if datum is None:  # a bucket URL: listed, not fetched by the stand-in
