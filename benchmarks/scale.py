@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 import sys
 import tempfile
 import time
@@ -86,6 +87,8 @@ def label(call: Call, own: Execution, parent: Execution | None = None) -> str:
         return "parent's detail"
     if call.method == "GET" and call.path == CREATE:
         return "execution list"
+    if call.method == "GET" and re.fullmatch(f"{CREATE}[^/]+/", call.path):
+        return "another execution's detail"
     if call.method == "POST" and call.path == CREATE:
         return "create"
     return "outputs list" if call.path == "/api/v0/data/" else f"{call.method} {call.path}"
