@@ -38,12 +38,13 @@ import valohai_yaml
 from greppable import not_greppable, retry_lines
 
 import retry
+from retry import Record  # annotations in Execution, whose property `retry` hides the module
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_ID = "0185f0d4-1c2b-4a3d-9e8f-7a6b5c4d3e2f"
 PROJECT_NAME = "acme/churn-model"
 COMMIT = "5f2c1a9e0b7d4c3a8e6f1d2b9c0a7e4f3b2d1c0a"
-TYPES = {"integer": int, "float": (int, float), "string": str, "flag": bool}
+TYPES: dict[str, type | tuple[type, ...]] = {"integer": int, "float": (int, float), "string": str, "flag": bool}
 ENVIRONMENT = {"id": "0187c1f5-2b9a-4c7e-9d3f-6a1b2c3d4e5f", "name": "Local stand-in", "slug": "local-standin"}
 #: Create-call keys beyond the basics, with their types (valohai-cli's payload builder).
 OPTION_TYPES: dict[str, type] = {
@@ -129,7 +130,7 @@ class Execution:
         return None if self.status_detail is None else self.status_detail.partition(retry.RECORD_MARK)[0]
 
     @property
-    def record(self) -> retry.Record | None:
+    def record(self) -> Record | None:
         """The record its status detail ends with, if any."""
         return retry.read_record(self.status_detail)
 
@@ -190,6 +191,7 @@ class Platform:
         extra_env: dict[str, str] | None = None,
         host_variable: bool = False,
         fork: bool = True,
+        abridged_lists: bool = False,
     ) -> None:
         self.workdir = workdir
         self.script = script
@@ -202,6 +204,8 @@ class Platform:
         self.queue_time = queue_time
         self.epoch_seconds = epoch_seconds
         self.read_timeout = read_timeout
+        # True: list entries leave out status details too, as a real API may serve them.
+        self.abridged_lists = abridged_lists
         # The most a list page holds, whatever limit the client asks for (as on a real server).
         self.page_cap = 50
         # When set, every list page carries this as its "next" link (endless, elsewhere, relative).
@@ -233,7 +237,7 @@ class Platform:
         self.trigger_on: set[str] = set()
         self.trigger_fires = 1
         self.controller_parameters: dict[str, Any] = {}
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self.host = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._serving = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -377,7 +381,7 @@ class Platform:
             errors["project"] = [f"Project {payload.get('project')!r} not found."]
         if payload.get("commit") != COMMIT:
             errors["commit"] = [f"Commit {payload.get('commit')!r} not found."]
-        step = self._steps.get(payload.get("step")) or self._step
+        step = self._steps.get(str(payload.get("step"))) or self._step
         if payload.get("step") not in self._steps:
             errors["step"] = [f"Step {payload.get('step')!r} not found in the commit's valohai.yaml."]
         for name, value in (payload.get("parameters") or {}).items():
@@ -505,8 +509,10 @@ class Platform:
         return detail
 
     def _summary_item(self, execution: Execution) -> dict[str, Any]:
-        """A list entry: the detail without its environment variables, as valohai-cli's list mocks."""
-        return {key: value for key, value in self._detail(execution).items() if key != "environment_variables"}
+        """A list entry: the detail without its environment variables, as valohai-cli's list mocks;
+        with ``abridged_lists``, without its status detail too (so without its record)."""
+        left_out = {"environment_variables", "status_detail"} if self.abridged_lists else {"environment_variables"}
+        return {key: value for key, value in self._detail(execution).items() if key not in left_out}
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], authorization: str, body: Any) -> Any:
         """Answer one API request: ``(status, json_body)``."""
@@ -805,7 +811,7 @@ class Platform:
         """Download the inputs into the execution's inputs folder; return ``inputs.json``."""
         listing: dict[str, Any] = {}
         for name, urls in execution.inputs.items():
-            files = []
+            files: list[dict[str, Any]] = []
             for url in urls:
                 datum = self.data.get(url[len("datum://") :]) if url.startswith("datum://") else None
                 if datum is None:  # a bucket URL: listed, not fetched by the stand-in
@@ -976,6 +982,13 @@ def _iso(timestamp: float) -> str:
 def _load_steps() -> dict[str, valohai_yaml.objs.Step]:
     with (ROOT / "valohai.yaml").open() as file:
         return dict(valohai_yaml.parse(file).steps)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """The HTTP server, with room for a herd's connections: with the default backlog of 5, the
+    kernel drops connections that 50 executions open at once, and each waits seconds to retry."""
+
+    request_queue_size = 128
 
 
 def _handler_for(platform: Platform) -> type[http.server.BaseHTTPRequestHandler]:

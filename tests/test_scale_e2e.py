@@ -1,0 +1,75 @@
+"""What a relaunch and a retry's start cost in a herd and a crowded project: the scale
+benchmark's limits, on a smaller run (benchmarks/scale.py measures the full size)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from standin import PROJECT_ID, Fault, Platform
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import scale
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_a_herd_in_a_crowded_project_keeps_each_relaunch_and_start_within_its_limit(tmp_path: Path) -> None:
+    # 12 chains failing at once, half with checkpoints; 300 look-alikes appear as the first
+    # create is served, between every parent and its retry; list entries abridged.
+    run = scale.measure([False, True] * 6, others=300, delay=2.0, workdir=tmp_path, timeout=40.0)
+    assert run.executions == 12 + 300 + 12  # no copy of a retry was made
+    assert run.lists == 0  # nothing read the project's execution list
+    for chain in run.chains:
+        assert chain.problems == ()
+        assert len(chain.relaunch) <= (4 if chain.checkpoint else 3), chain.relaunch
+        assert len(chain.start) <= 4, chain.start
+        assert chain.relaunch[0] == "own detail" and chain.relaunch[-1] == "status detail (record)"
+        assert ("outputs list" in chain.relaunch) == chain.checkpoint
+        assert chain.start[0] == "parent's detail"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(40)
+def test_a_retry_that_reads_its_parent_before_the_record_starts_with_four_requests(tmp_path: Path) -> None:
+    # The parent's record is stored 1.5 s late: the retry's first read finds none, so it sets its
+    # Waiting detail, waits out its 5 s delay, says it waits for the record, and reads again.
+    environ = {"SCALE_DELAY": "5", "SCALE_CHECKPOINT": "0"}
+    with Platform(tmp_path, script=scale.JOB, extra_env=environ, read_timeout=scale.READ_TIMEOUT) as platform:
+        platform.inject(Fault("POST", r".*/status-detail/", "late", seconds=1.5))
+        first = platform.start()
+        executions = platform.wait_until_idle(timeout=30)
+        [heir] = [e for e in executions if first.record is not None and e.id == first.record.heir]
+        start = [scale.label(call, heir, first) for call in platform.start_calls(heir)]
+    assert len(executions) == 2 and heir.status == "complete"
+    if start == ["parent's detail", scale.WAITING]:
+        pytest.skip("the retry started after its parent's record was stored (a loaded machine): nothing to test")
+    assert start == ["parent's detail", scale.WAITING, "status detail (waiting for the record)", "parent's detail"]
+
+
+def listed_and_detailed(platform: Platform) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The project's list entries and the executions' details, as the API serves them."""
+    headers = {"Authorization": f"Token {platform.token}"}
+    url = f"{platform.host}/api/v0/executions/"
+    entries = requests.get(url, params={"project": PROJECT_ID}, headers=headers, timeout=5).json()["results"]
+    details = [requests.get(f"{url}{entry['id']}/", headers=headers, timeout=5).json() for entry in entries]
+    return entries, details
+
+
+@pytest.mark.parametrize("abridged", [False, True])
+def test_abridged_list_entries_carry_neither_variables_nor_status_details(tmp_path: Path, abridged: bool) -> None:
+    with Platform(tmp_path, fork=False, abridged_lists=abridged) as platform:
+        platform.crowd(2)  # executions that are never run: no process needed
+        for execution in platform.executions.values():
+            execution.status_detail = "Done"
+        entries, details = listed_and_detailed(platform)
+    assert len(entries) == 2
+    for entry, detail in zip(entries, details):
+        assert "environment_variables" not in entry
+        assert ("status_detail" in entry) is not abridged
+        assert detail["status_detail"] == "Done" and "RETRY_PARENT" in detail["environment_variables"]
+        assert {key: value for key, value in detail.items() if key in entry} == entry  # nothing else differs
