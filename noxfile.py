@@ -67,8 +67,9 @@ def tests(session: nox.Session, version: str) -> None:
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check and mypy --strict on retry.py, train.py and chains.py."""
+    """ruff check, ruff format --check and mypy --strict on the scripts and the scale benchmark."""
     # The tools installed beside nox (requirements-dev.txt), whether or not that venv is active.
     session.run(sys.executable, "-m", "ruff", "check", ".", external=True)
     session.run(sys.executable, "-m", "ruff", "format", "--check", ".", external=True)
-    session.run(sys.executable, "-m", "mypy", "--strict", "retry.py", "train.py", "chains.py", external=True)
+    scripts = ["retry.py", "train.py", "chains.py", "controller.py", "benchmarks/scale.py"]
+    session.run(sys.executable, "-m", "mypy", "--strict", *scripts, external=True)
