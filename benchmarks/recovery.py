@@ -12,9 +12,9 @@ period g after its last execution ends (15 minutes by default), and a retry queu
 same environment can start on it:
 
 - COLD: the retry needs a new machine, which takes q to queue, start and pull the image
-  (the failed machine was lost, the grace is 0, the retry runs in another environment, or
-  other queued work took the machine). The failed machine, if it is still there and no
-  other work takes it, idles through its grace g and goes away.
+  (the environment's grace is 0, other queued executions took the failed machine first,
+  or the platform chose another one). The failed machine, unless other work takes it,
+  idles through its grace g and goes away.
 - WARM: the retry starts on the machine the failed execution left, still in its grace:
   no q for it.
 
@@ -35,8 +35,8 @@ so every machine-second billed in that span is idle machine time:
 - COLD: the failed machine is billed from F to E; the new machine from the retry's
   creation C (when it is asked for) to W, all of q counted. Idle = (E - F) + (W - C).
   Model, for recovery and idle alike: old d + q + s, new max(d, q + s). Besides that, both
-  placements bill the failed machine's grace g after E (none if the machine was lost):
-  the same for both, not in the idle column, and usually much longer than d.
+  placements bill the failed machine's grace g after E (unless other work takes it): the
+  same for both, not in the idle column, and usually much longer than d.
 
 So the new placement saves min(d, q + s), in recovery and in idle machine time alike: the
 new machine's start and the retry's start-up when COLD, only the start-up s when WARM. It
