@@ -12,9 +12,9 @@ period g after its last execution ends (15 minutes by default), and a retry queu
 same environment can start on it:
 
 - COLD: the retry needs a new machine, which takes q to queue, start and pull the image
-  (the environment's grace is 0, other queued executions took the failed machine first,
-  or the platform chose another one). The failed machine, unless other work takes it,
-  idles through its grace g and goes away.
+  (other queued executions took the failed machine first, the platform chose another
+  one, or the grace is set to 0, if Valohai allows that: its page names no minimum). The
+  failed machine, unless other work takes it, idles through its grace g and goes away.
 - WARM: the retry starts on the machine the failed execution left, still in its grace:
   no q for it.
 
