@@ -185,6 +185,7 @@ class Platform:
         token: str | None = "standin-token-5b0f0c2d9e",
         token_on_project: bool = True,
         queue_time: float = 0.0,
+        retry_queue_time: float | None = None,
         epoch_seconds: float = 0.02,
         read_timeout: float = 1.0,
         script: str = "train.py",
@@ -202,6 +203,9 @@ class Platform:
         # False: the token was set on the first execution only, as a secret of its own.
         self.token_on_project = token_on_project
         self.queue_time = queue_time
+        # The queue time of a retry (tagged "retry: N"), when it differs from a first attempt's:
+        # a retry that starts on the warm machine its parent left, or on a new one.
+        self.retry_queue_time = retry_queue_time
         self.epoch_seconds = epoch_seconds
         self.read_timeout = read_timeout
         # True: list entries leave out status details too, as a real API may serve them.
@@ -675,7 +679,8 @@ class Platform:
     # --- the runner ------------------------------------------------------------------
 
     def _run(self, execution: Execution) -> None:
-        time.sleep(self.queue_time)  # queueing, starting a machine, pulling the image
+        queue = self.queue_time if execution.retry == 0 or self.retry_queue_time is None else self.retry_queue_time
+        time.sleep(queue)  # queueing, starting a machine, pulling the image
         folder = self.workdir / f"execution-{execution.counter}"
         config = folder / "config"
         config.mkdir(parents=True)

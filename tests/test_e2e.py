@@ -147,7 +147,7 @@ def test_the_failed_execution_exits_at_once_and_the_retry_keeps_the_delay(tmp_pa
         assert platform.leaks() == []
     # The processes' own clocks, not the moments the stand-in read their log lines.
     stamps = recorded_times(events)
-    assert stamps[("exit", 0)] - stamps[("fail", 0)] < 3.0  # no machine held idle for the delay
+    assert stamps[("exit", 0)] - stamps[("fail", 0)] < 3.0  # the failed execution does not wait out the delay
     # The failure is stamped before the not-before instant is computed, and that instant
     # is rounded up, so the retry's work starts no sooner than 3 s after the failure.
     assert stamps[("work", 1)] - stamps[("fail", 0)] >= 3.0
