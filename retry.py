@@ -1091,8 +1091,8 @@ def newest_checkpoint(api: ValohaiAPI, execution_id: str, pattern: str) -> tuple
         for page in api.pages("/api/v0/data/", params, page_size=1000):
             for datum in page:
                 owner, name, ctime = datum.get("output_execution"), _text(datum.get("name")), datum.get("ctime")
-                if (owner.get("id") if isinstance(owner, dict) else owner) != execution_id:
-                    continue  # another execution's output, or one nobody can tell (an object or an id)
+                if not (isinstance(owner, dict) and owner.get("id") == execution_id):
+                    continue  # another execution's output, or one nobody can tell (a bare id, say)
                 age = (
                     parse_instant(ctime) if isinstance(ctime, str) and _INSTANT.fullmatch(ctime.strip()) else 0.0,
                     str(name),
