@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from standin import COMMIT, PROJECT_ID, ROOT, Platform
 
+import chains
+import controller
 import retry
 
 DOC = (ROOT / "docs" / "platform.md").read_text(encoding="utf-8")
@@ -60,11 +62,58 @@ def test_every_shell_block_parses_once_its_placeholders_are_filled() -> None:
 def test_the_page_names_the_statuses_and_limits_the_code_uses() -> None:
     for status in sorted(retry.NOT_FAILED_STATUSES):
         assert f"`{status}`" in DOC, status
+    not_ended = re.search(r"has not ended are (.*?) \(`INCOMPLETE_STATUSES`\)", FLAT)
+    assert not_ended is not None
+    assert set(re.findall(r"`([a-z_]+)`", not_ended.group(1))) == retry.INCOMPLETE_STATUSES
+    assert retry.INCOMPLETE_STATUSES | {"complete"} == retry.NOT_FAILED_STATUSES
     assert retry.RECORD_MARK in DOC
     assert f"up to {retry.STATUS_DETAIL_LIMIT} characters, our cap (`STATUS_DETAIL_LIMIT`)" in FLAT
     assert f"`PARENT_WAIT` = {retry.PARENT_WAIT:g} s" in FLAT
     assert f"at most {retry.FALLBACK_PAGES} pages of {retry.PAGE_SIZE}" in FLAT
     assert f"up to {retry.FALLBACK_DETAILS} look-alikes" in FLAT
+    assert FLAT.count(f"`MAX_CREATES` = {retry.MAX_CREATES}") >= 2
+    assert f"`LOG_TAIL` = {controller.LOG_TAIL} messages" in FLAT
+
+
+#: Names in backticks that are no code of this project: an input, environment variables, an API method.
+NOT_CODE = {"_restart", "raise_for_status", *retry.CHAIN_VARIABLES}
+#: Functions the page cites by their bare name (as it cites API fields too).
+CITED_BARE = {
+    "find_copy",
+    "create_retry",
+    "read_record",
+    "write_record",
+    "status_with_record",
+    "read_execution",
+    "counter_of",
+    "Bounds",
+}
+
+
+def test_every_name_of_the_code_the_page_cites_exists() -> None:
+    """A function cited as ``name()`` or ``Class.method``, a private ``_name``, a constant
+    ``UPPER_CASE`` and the functions cited by bare name are in retry.py, controller.py or
+    chains.py: none was renamed or removed since the page was written."""
+    patterns = (
+        r"`(_?[A-Z][A-Za-z]*\._?[a-z][a-z0-9_]*)`",  # Class.method
+        r"`(_?[a-z][a-z0-9_]*)\(\)`",  # function()
+        r"`(_[A-Za-z][A-Za-z0-9_]*)`",  # _private
+        r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+)`",  # CONSTANT (or an environment variable)
+    )
+    names = {name for pattern in patterns for name in re.findall(pattern, DOC)}
+    names = {name for name in names if not name.startswith(("VH_", "VALOHAI_"))} - NOT_CODE
+    assert {"_Valohai.claim", "_integer", "NOT_FAILED_STATUSES", "checkpoint_path"} <= names
+    assert all(f"`{name}`" in DOC for name in CITED_BARE)
+    missing = []
+    for name in sorted(names | CITED_BARE):
+        found = False
+        for module in (retry, controller, chains):
+            value: object = module
+            for part in name.split("."):
+                value = getattr(value, part, None)
+            found = found or value is not None
+        missing += [] if found else [name]
+    assert not missing, missing
 
 
 @pytest.mark.e2e
@@ -124,11 +173,14 @@ def test_the_checks_from_a_laptop_run_against_the_standin(tmp_path: Path) -> Non
             assert done.returncode == 0 and "Traceback" not in done.stderr, (command, done.stderr)
             outputs.append(done.stdout)
         platform.wait_until_idle(30)
-    assert len(outputs) == 6
-    statuses, entries, pages, data, created, headers = outputs
+    assert len(outputs) == 7
+    statuses, entries, pages, data, created, headers, detail_and_log = outputs
     assert "'complete'" in statuses
     assert "same status_detail: True" in entries
     assert pages.splitlines()[0].endswith(f"[{execution.counter}]")
     assert "checkpoint-epoch-" in data and execution.id in data
     assert created.startswith("HTTP 201\n")
     assert headers.startswith("HTTP/1.1 200")
+    shown, logged = detail_and_log.splitlines()
+    assert shown == "status: 'complete' | step: 'train' | pipeline: None"
+    assert logged.startswith("['events', 'total', 'truncated'] ") and " events, the last: " in logged
