@@ -50,7 +50,11 @@ def main(argv: Sequence[str] | None = None, *, runtime: retry.Runtime | None = N
     runtime, failed_id = runtime or retry.Runtime(), None
     try:
         settings = _parser().parse_known_args(argv)[0]
-        failed_id = failed_execution(read_payload())
+        payload = read_payload()
+        failed_id = failed_execution(payload)
+        if payload["data"].get("valohai.execution-step") == retry.read_execution().step:  # no API: it may be down
+            message = f"Nothing to do: {_shown(payload)} is a retry controller itself; read its log"
+            return _done(message, retry.Record("stood_down", 0, failed=failed_id))  # no trigger, no loop
         return control(failed_id, settings, runtime)
     except retry.RetryError as exc:
         message = f"The retry controller could not act: {exc}"
@@ -112,10 +116,20 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
     try:
         created, _ = retry.create_retry(api, payload, settings.checkpoint or None)
     except retry.RetryError as exc:
-        _done(
-            f"Could not start {which} of {shown}: {exc}",
-            retry.Record("not_started", number, cause=cause, failed=failed_id),
-        )
+        if exc.exit_code == retry.EXIT_RETRY_UNCONFIRMED:  # the create may have gone through
+            message = (
+                f"Retry {number}/{policy.retries} of {shown} may have been started, but the API never confirmed it"
+            )
+            message = f"{message}: {exc}"
+            _done(
+                f"{message}; look for the tag 'retry: {number}'",
+                retry.Record("unconfirmed", number, cause=cause, failed=failed_id),
+            )
+        else:
+            _done(
+                f"Could not start {which} of {shown}: {exc}",
+                retry.Record("not_started", number, cause=cause, failed=failed_id),
+            )
         return exc.exit_code
     message = f"Started {which} of {shown} as #{retry.counter_of(created)}: {shown} {why}"
     return _done(message, retry.Record("started", number, str(created["id"]), cause, failed=failed_id))
@@ -152,6 +166,11 @@ def failed_execution(payload: Mapping[str, Any]) -> str:
     raise retry.ConfigError(
         "the payload names no execution (data.valohai.execution-id): is the trigger on execution events?"
     )
+
+
+def _shown(payload: Mapping[str, Any]) -> str:
+    counter = retry.counter_of({"counter": payload["data"].get("valohai.execution-counter")})
+    return f"#{counter}" if counter is not None else str(payload["data"].get("valohai.execution-id"))
 
 
 def _not_transient(api: retry.ValohaiAPI, execution_id: str, signatures: str) -> str | None:

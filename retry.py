@@ -312,11 +312,13 @@ class _Valohai:
         that ended naming none (it crashed, or a retry controller started this copy) leaves it to
         the lowest copy that works.  Unable to check, a copy works.
         """
-        if not state.parent or _process.claimed or _input_files("_restart"):
-            return  # with _restart, Valohai restarted the copy that works, after a spot interruption
+        if not state.parent or _process.claimed:
+            return
         _process.claimed = True  # a second run() in this process is the same attempt
         number = state.done
         try:
+            if "_restart" in _config_json("inputs.json") or os.path.isdir(valohai.paths.get_inputs_path("_restart")):
+                return  # Valohai restarted the copy that works after a spot interruption: this is it
             me = read_execution()
             parent = _detail(self.api(CHECK_BUDGET), state.parent)
             if read_record(parent) is None and _status(parent) in INCOMPLETE_STATUSES:
@@ -370,6 +372,10 @@ class _Valohai:
                 _say("this execution belongs to a task; the retry will run outside the task")
             api = self.api()  # one budget for the whole relaunch
             detail = _detail(api, execution.id)
+            for key in ("inputs", "parameters"):  # what the detail lacks, this execution's config files know
+                detail[key] = (
+                    detail.get(key) if isinstance(detail.get(key), (dict, list)) else _config_json(f"{key}.json")
+                )
             if retry_number(tags_of(detail)) > state.done:  # a tag lost from execution.json must not restart the chain
                 later = dataclasses.replace(state, done=retry_number(tags_of(detail)))
                 decision = decide(policy, later, error, now=self.runtime.now(), uniform=self.runtime.uniform)
@@ -436,7 +442,7 @@ def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | Non
     datum, an input the commit does not declare) is sent once more without it.
     """
     unconfirmed: APIError | None = None
-    for _ in range(MAX_CREATES):
+    for tries in range(1, MAX_CREATES + 1):
         try:
             created = api.post("/api/v0/executions/", payload)
         except _AmbiguousRequestError as exc:
@@ -451,7 +457,8 @@ def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | Non
             if _text(created.get("id")):
                 return created, unconfirmed is not None
             unconfirmed = APIError("POST /api/v0/executions/: created, but the answer names no execution id")
-        _say(f"{unconfirmed}; asking once more (a copy made all the same will stand down)")
+        if tries < MAX_CREATES:
+            _say(f"{unconfirmed}; asking once more (a copy made all the same will stand down)")
     raise _AmbiguousRequestError(f"{unconfirmed} ({MAX_CREATES} tries)")
 
 
@@ -917,12 +924,12 @@ def build_retry_payload(
     )
     if isinstance(inputs, list):
         inputs = {item["name"]: item for item in inputs if isinstance(item, dict) and _text(item.get("name"))}
-    inputs = inputs if isinstance(inputs, dict) else _config_json("inputs.json")
+    inputs = inputs if isinstance(inputs, dict) else {}
     payload: dict[str, Any] = {
         "project": project,
         "commit": commit,
         "step": step,
-        "parameters": dict(parameters) if isinstance(parameters, dict) else _config_json("parameters.json"),
+        "parameters": dict(parameters) if isinstance(parameters, dict) else {},
         "inputs": {str(name): _urls(value) for name, value in inputs.items() if name != "_restart"},
         "tags": retry_tags(tags_of(detail), number),
         "environment_variables": variables,
@@ -1253,6 +1260,8 @@ class ListTooLongError(APIError):
 
 class _AmbiguousRequestError(APIError):
     """The request may or may not have been acted on: its answer was lost or unreadable."""
+
+    exit_code = EXIT_RETRY_UNCONFIRMED
 
 
 class ValohaiAPI:
@@ -1606,15 +1615,20 @@ def _origin(address: str, name: str) -> str:
     """``scheme://host[:port]`` of ``address``, or :class:`RetryError` if a token must not go there:
     parsed by urllib3, which makes the requests, so the host checked is the host connected to;
     user info, backslashes, whitespace, paths and queries are refused."""
-    text, example = address.strip().rstrip("/"), "an address like https://valohai.example.com"
+    text = address.strip().rstrip("/")
     if not text or not text.isprintable() or any(character.isspace() or character in "\\@" for character in text):
-        raise RetryError(f"{name} must be {example}, without spaces, backslashes or user info; got {quote(text, 80)}")
+        raise RetryError(
+            f"{name} must be an address like https://valohai.example.com, without spaces, backslashes or user info;"
+            f" got {quote(text, 80)}"
+        )
     try:
         url = parse_url(text)
     except ValueError:
-        raise RetryError(f"{name} must be {example}, got {quote(text, 80)}") from None
+        raise RetryError(f"{name} must be an address like https://valohai.example.com, got {quote(text, 80)}") from None
     if url.scheme not in ("https", "http") or not url.host or url.path or url.query or url.fragment:
-        raise RetryError(f"{name} must be {example} (no path or query), got {quote(text, 80)}")
+        raise RetryError(
+            f"{name} must be an address like https://valohai.example.com (no path or query), got {quote(text, 80)}"
+        )
     if url.scheme == "http" and not _is_loopback(url.host.strip("[]")):
         raise RetryError(f"{name} uses plain http ({text}): the token would travel unencrypted; use https")
     return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port is not None else "")

@@ -197,3 +197,36 @@ def test_an_api_that_fails_leaves_a_record_that_the_failed_execution_was_not_rel
     assert records(api) == [retry.Record("not_started", 0, failed=FAILED_ID)]
     assert status_details(api)[0].startswith("The retry controller could not act: ")
     assert "[retry-controller] The retry controller could not act: " in capsys.readouterr().err
+
+
+def test_a_create_that_may_have_gone_through_is_recorded_as_unconfirmed(
+    api: responses.RequestsMock, run_controller: Callable[..., int]
+) -> None:
+    api.get(FAILED_URL, json=crashed())
+    api.get(EVENTS_URL, json=log("Killed"))
+    api.get(LIST_URL, json={"count": 1, "next": None, "results": [crashed()]})
+    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
+    for _ in range(retry.MAX_CREATES):
+        api.post(LIST_URL, status=502)
+    api.post(STATUS_URL)
+
+    assert run_controller() == retry.EXIT_RETRY_UNCONFIRMED
+    assert [record.outcome for record in records(api)] == ["unconfirmed"]
+    assert status_details(api)[0].startswith("Retry 1/3 of #77 may have been started, but the API never confirmed it")
+
+
+def test_the_failure_of_a_retry_controller_starts_nothing_and_asks_no_api(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Controllers that fail (no token, API down) must not launch one another without end.
+    data = {
+        "valohai.execution-id": FAILED_ID,
+        "valohai.execution-counter": 77,
+        "valohai.execution-step": "retry-controller",
+    }
+    monkeypatch.setattr(controller, "read_payload", lambda: {"data": data})
+    monkeypatch.delenv("VH_API_TOKEN")
+    api.post(STATUS_URL)
+
+    assert controller.main([], runtime=runtime) == 0
+    assert status_details(api) == ["Nothing to do: #77 is a retry controller itself; read its log"]

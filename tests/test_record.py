@@ -334,6 +334,7 @@ def test_a_list_entry_without_a_status_detail_is_read_whole_before_it_decides(
     assert len(api.calls) == 3
 
 
+@pytest.mark.parametrize("restart", ["a-folder-with-files", "an-empty-folder", "listed-in-inputs-json"])
 def test_a_run_valohai_restarted_after_a_spot_interruption_does_the_work(
     config_dir: Path,
     api: responses.RequestsMock,
@@ -341,13 +342,19 @@ def test_a_run_valohai_restarted_after_a_spot_interruption_does_the_work(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     capsys: Any,
+    restart: str,
 ) -> None:
-    # Its parent's record names the interrupted execution; the restart carries on for it.
+    # Its parent's record names the interrupted execution; the restart carries on for it, even
+    # when the interrupted run had uploaded nothing yet.
     this_copy(config_dir, monkeypatch, counter=45)
-    restart = tmp_path / "inputs" / "_restart"
-    restart.mkdir(parents=True)
-    (restart / "checkpoint-epoch-0003.json").write_text("{}")
     monkeypatch.setenv("VH_INPUTS_DIR", str(tmp_path / "inputs"))
+    folder = tmp_path / "inputs" / "_restart"
+    if restart == "listed-in-inputs-json":
+        (config_dir / "inputs.json").write_text(json.dumps({"_restart": {"files": []}}))
+    else:
+        folder.mkdir(parents=True)
+    if restart == "a-folder-with-files":
+        (folder / "checkpoint-epoch-0003.json").write_text("{}")
 
     assert run_copy(runtime) == (None, [True])
     assert [c.request.url for c in api.calls] == [] and "could not check" not in capsys.readouterr().err

@@ -260,7 +260,9 @@ def test_creates_that_are_never_confirmed_end_as_unconfirmed_after_three_tries(
     assert records(api)[-1] == retry.Record(
         "unconfirmed", 1, cause="ConnectionError: could not connect to db.internal:5432"
     )
-    assert "may have been started, but the API never confirmed it" in capsys.readouterr().err.splitlines()[-1]
+    err = capsys.readouterr().err
+    assert "may have been started, but the API never confirmed it" in err.splitlines()[-1]
+    assert err.count("asking once more (a copy made all the same will stand down)") == 2  # not after the last
 
 
 def test_a_refusal_after_a_lost_answer_is_unconfirmed_not_could_not_start(
@@ -293,6 +295,21 @@ def test_the_token_never_appears_in_output_or_status_details(
     )
 
 
+def test_a_detail_without_parameters_or_inputs_is_completed_from_this_executions_config(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, clock: FakeClock
+) -> None:
+    detail = load_fixture("execution-detail.json")
+    del detail["parameters"], detail["inputs"]
+    expect_detail(api, detail)
+    payload = expected_payload(["nightly", "retry: 1"], instant(clock.now_value + 60))
+    assert payload["parameters"] == load_fixture("parameters.json")  # the same, from parameters.json
+    assert payload["inputs"] == {"dataset": ["s3://acme-ml-data/churn/train.csv"]}  # and from inputs.json
+    api.post(CREATE_URL, json=CREATED, status=201, match=[matchers.json_params_matcher(payload, strict_match=True)])
+    expect_status_detail(api, "ConnectionError: could not connect to db.internal:5432 - retry 1/3 started as #42")
+
+    assert fail(runtime, retries=3, delay=60) == retry.EXIT_RETRY_STARTED
+
+
 def test_payload_never_copies_secrets_or_the_token() -> None:
     detail = load_fixture("execution-detail.json")
     detail["environment_variables"] = {
@@ -313,12 +330,12 @@ def test_payload_refuses_partial_data() -> None:
         retry.build_retry_payload(detail, 1, parent_id="p")
 
 
-def test_payload_falls_back_to_the_config_files_for_parameters_and_inputs(config_dir: Path) -> None:
+def test_the_payload_is_built_from_the_detail_alone(config_dir: Path) -> None:
+    # The controller builds another execution's retry: its own config files must not leak in.
     detail = load_fixture("execution-detail.json")
     del detail["parameters"], detail["inputs"]
     payload = retry.build_retry_payload(detail, 1, parent_id="p")
-    assert payload["parameters"] == load_fixture("parameters.json")
-    assert payload["inputs"] == {"dataset": ["s3://acme-ml-data/churn/train.csv"]}
+    assert (payload["parameters"], payload["inputs"]) == ({}, {})
 
 
 @pytest.mark.parametrize(

@@ -765,18 +765,23 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_no_network_fails_fast_in_one_line(token: pytest.MonkeyPatch, capsys: Any) -> None:
+@pytest.mark.parametrize(
+    ("command", "path"),
+    [(["report"], f"/api/v0/projects/{PROJECT_ID}/"), (["chain", "42"], f"/api/v0/executions/{PROJECT_ID}:42/")],
+    ids=["report", "chain"],
+)
+def test_no_network_fails_fast_in_one_line(
+    token: pytest.MonkeyPatch, capsys: Any, command: list[str], path: str
+) -> None:
     token.setenv("VALOHAI_HOST", f"http://127.0.0.1:{closed_port()}")
     started = time.monotonic()
 
     with pytest.raises(SystemExit) as exit_info:
-        chains.main(["report", "--project", PROJECT_ID])
+        chains.main([*command, "--project", PROJECT_ID])
     assert exit_info.value.code == retry.EXIT_RELAUNCH_FAILED
     assert time.monotonic() - started < 6.0  # at once, not after a budget of asking again
     [line] = capsys.readouterr().err.splitlines()
-    assert (
-        line == f"[chains] GET /api/v0/projects/{PROJECT_ID}/: could not reach {retry.api_host()}: Connection refused"
-    )
+    assert line == f"[chains] GET {path}: could not reach {retry.api_host()}: Connection refused"
 
 
 def test_the_script_runs_by_itself(clean_env: pytest.MonkeyPatch) -> None:
