@@ -101,7 +101,11 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
     retry.countdown(decision.wait, f"waiting {decision.wait:g} s here before starting {which} of {shown}", runtime)
     api = retry.api_client(runtime)  # the wait was not the API's time
     like = {"step": failed.get("step"), "title": failed.get("title"), "parameters": failed.get("parameters")}
-    copy = retry.find_copy(api.within(retry.CHECK_BUDGET), me.project_id, failed, number, like, working=False)
+    try:
+        copy = retry.find_copy(api.within(retry.CHECK_BUDGET), me.project_id, failed, number, like, working=False)
+    except retry.RetryError as exc:  # as a retry does: the copies settle which one works
+        _say(f"could not check that {shown} has no {which} yet, so starting it: {exc}")
+        copy = None
     if copy is not None:
         message = f"Nothing to do: {shown} already has {which}: #{retry.counter_of(copy)}"
         return _done(message, retry.Record("stood_down", number, str(copy.get("id")), failed=failed_id))

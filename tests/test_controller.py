@@ -230,3 +230,20 @@ def test_the_failure_of_a_retry_controller_starts_nothing_and_asks_no_api(
 
     assert controller.main([], runtime=runtime) == 0
     assert status_details(api) == ["Nothing to do: #77 is a retry controller itself; read its log"]
+
+
+def test_a_search_for_an_existing_retry_that_hits_its_bound_still_starts_the_retry(
+    api: responses.RequestsMock, run_controller: Callable[..., int], capsys: Any
+) -> None:
+    api.get(FAILED_URL, json=crashed())
+    api.get(EVENTS_URL, json=log("Killed"))
+    endless = {"next": "more", "results": [{"id": "id-x", "counter": 99_999, "tags": []}]}
+    for _ in range(retry.FALLBACK_PAGES):
+        api.get(LIST_URL, json=endless)
+    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
+    api.post(LIST_URL, json={"id": "id-78", "counter": 78}, status=201)
+    api.post(STATUS_URL)
+
+    assert run_controller() == 0
+    assert [record.outcome for record in records(api)] == ["started"]
+    assert "could not check that #77 has no retry 1/3 yet, so starting it: " in capsys.readouterr().err
