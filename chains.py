@@ -250,7 +250,7 @@ def controller_verdicts(attempts: Sequence[Attempt]) -> list[Attempt]:
         if attempt.record and attempt.record.failed and attempt.record.outcome != "stood_down"
     }
     return [
-        dataclasses.replace(attempt, record=verdicts[attempt.id], cause=attempt.cause or verdicts[attempt.id].cause)
+        dataclasses.replace(attempt, record=verdicts[attempt.id], cause=verdicts[attempt.id].cause or attempt.cause)
         if attempt.record is None and attempt.id in verdicts
         else attempt
         for attempt in attempts

@@ -579,7 +579,7 @@ def test_a_controllers_record_speaks_for_the_crash_it_retried_and_the_controller
     controlled = [
         attempt(1),  # killed: no record of its own
         attempt(2, "complete", retry.Record("started", 1, "id-3", lost, failed="id-1")),  # the controller
-        attempt(3, "error", retry_number=1, parent=1),  # crashed too
+        attempt(3, "error", retry_number=1, parent=1, words="Waiting 5 s before retry 1/3 starts work"),  # crashed
         attempt(4, "complete", retry.Record("stood_down", 0, failed="id-3")),  # a second firing for #3
         attempt(5, "complete", retry.Record("gave_up", 2, cause="out of memory", failed="id-3")),
         attempt(6, "error", retry.Record("not_retried", 0, cause="KeyError: 'x'")),
