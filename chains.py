@@ -1,17 +1,13 @@
 """Report on the retry chains of a Valohai project: how they end, what they cost, why they fail.
 
-``retry.py`` lets one execution recover by itself; this file watches the pattern across a
-project (frequent retries point at a problem that retrying hides)::
-
     python chains.py report --project <id> [--days 7] [--json]
     python chains.py chain <counter> [--project <id>]
 
-Everything is read from the records ``retry.py`` and ``controller.py`` leave at the end of each
-attempt's status detail (:class:`retry.Record`), never from wording: a chain is a first attempt
-and the retries that followed it, each named by its parent's record (else by its
-``RETRY_PARENT``); it ends as its last attempt's record says, or "without a verdict" (stopped,
-killed, or not using ``retry.py``).  The reading is bounded (:class:`Bounds`); at a bound the
-report covers the newest executions it read, and says so.  More: docs/report.md.
+It reads the records ``retry.py`` and ``controller.py`` leave at the end of each attempt's status
+detail (:class:`retry.Record`), never their wording: a chain is a first attempt and the retries
+its records name (else their ``RETRY_PARENT``), and ends as its last attempt's record says, or
+"without a verdict".  The reading is bounded (:class:`Bounds`), and says where it stopped.
+More: docs/report.md.
 """
 
 from __future__ import annotations
@@ -44,6 +40,7 @@ RELAUNCH_FAILED, RUNNING, NO_VERDICT = "relaunch_failed", "running", "no_verdict
 #: How a chain whose last attempt failed ended, by that attempt's record.
 VERDICTS = {
     "started": RUNNING,  # its retry is not in the list yet
+    "waiting": RUNNING,  # a retry controller waits out the delay before it starts one
     "gave_up": GAVE_UP,
     "not_retried": NOT_RETRIED,
     "not_started": RELAUNCH_FAILED,
@@ -64,12 +61,9 @@ def main(
     sleep: Callable[[float], None] = time.sleep,
     bounds: Bounds | None = None,
 ) -> int:
-    """Command line: ``report --project ID [--days N] [--json]`` or ``chain <counter> [--project ID]``.
-
-    Bad input ends with one line and exit code 2; a token, host or API problem with one
-    line and exit code 3.  The keyword arguments are for tests: the clocks, the sleep
-    between API retries, the report's bounds.
-    """
+    """``report --project ID [--days N] [--json]`` or ``chain <counter> [--project ID]``: bad input ends
+    with one line and exit code 2, a token, host or API problem with one line and exit code 3.  The
+    keyword arguments are for tests: the clocks, the sleep between API retries, the report's bounds."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "chain":
@@ -113,29 +107,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def chain(api: retry.ValohaiAPI, project_id: str, counter: int) -> list[dict[str, Any]]:
-    """Every attempt of the chain that execution ``counter`` belongs to, oldest first.
-
-    Backwards by each attempt's ``RETRY_PARENT``, forwards by the heir each record names:
-    one detail read per attempt, at most :data:`retry.MAX_RETRIES` + 1 of them, whatever
-    the project holds.  A tampered variable or record cannot make it loop.
-    """
-    try:
-        attempts = [_detail(api, f"{project_id}:{counter}")]
-    except retry.APIError as exc:
-        if exc.status == 404:
-            raise retry.APIError(f"execution #{counter} was not found in project {project_id}", 404) from None
-        raise
+    """Every attempt of the chain that execution ``counter`` belongs to, oldest first: backwards by
+    ``RETRY_PARENT`` (a deleted parent ends the walk), forwards by the heir each record names, or
+    past a failure without a record (a crash) by a bounded search for its retry.  One detail read per
+    attempt, :data:`retry.MAX_RETRIES` + 1 at most; a tampered variable or record cannot make it loop."""
+    attempts = [_detail(api, f"{project_id}:{counter}", f"execution #{counter} was not found in project {project_id}")]
     seen = {attempts[0].get("id")}
     while len(attempts) <= retry.MAX_RETRIES and (parent := retry.parent_of(attempts[0])) not in (None, *seen):
-        attempts.insert(0, _detail(api, str(parent)))
+        with contextlib.suppress(_Deleted):
+            attempts.insert(0, _detail(api, str(parent), ""))
         seen.add(parent)
     while len(attempts) <= retry.MAX_RETRIES:
-        record = retry.read_record(attempts[-1])
-        if record is None or record.heir is None or record.heir in seen:
+        last, record = attempts[-1], retry.read_record(attempts[-1])
+        heir = record.heir if record is not None else _crash_retry(api, project_id, last)
+        if heir is None or heir in seen:
             break
-        attempts.append(_detail(api, record.heir))
-        seen.add(record.heir)
+        attempts.append(_detail(api, heir, ""))
+        seen.add(heir)
     return attempts
+
+
+def _crash_retry(api: retry.ValohaiAPI, project_id: str, failed: Mapping[str, Any]) -> str | None:
+    """The retry a controller started for ``failed`` (a failure without a record), if one is found."""
+    if not isinstance(failed.get("status"), str) or failed["status"] in retry.NOT_FAILED_STATUSES:
+        return None
+    like = {"step": failed.get("step"), "title": failed.get("title")}
+    with contextlib.suppress(retry.RetryError):
+        found = retry.find_copy(api, project_id, failed, _retry_of(failed) + 1, like, working=False)
+        return str(found["id"]) if found else None
+    return None
 
 
 def format_chain(attempts: Sequence[Mapping[str, Any]]) -> str:
@@ -179,7 +179,7 @@ def summarize(period: Period, *, project_id: str, project_name: str, days: float
     numbers = sorted(number for name, number in ends if name == RECOVERED)
     failed = [attempt for attempt in attempts if attempt.failed]
     durations = [attempt.duration for attempt in failed if attempt.duration is not None]
-    oldest = min(period.attempts, key=lambda attempt: attempt.counter, default=None)
+    oldest = None if period.unordered else min(period.attempts, key=lambda attempt: attempt.counter, default=None)
     return {
         "project": project_id,
         "project_name": project_name,
@@ -207,8 +207,13 @@ def format_report(report: Mapping[str, Any]) -> str:
     """The report as text: period, summary line, duplicates, failed machine time, top causes."""
     period = f"since {_when(report['since'])} (--days {report['days']:g})"
     lines = [f"Retry chains of {report['project_name']} {period}: {report['executions']} executions read"]
-    if report["stopped"] and report["oldest_counter"] is None:
+    if report["stopped"] and not report["executions"]:
         lines.append(f"Stopped early, at {report['stopped']}: no execution was read.")
+    elif report["stopped"] and report["oldest_counter"] is None:
+        lines.append(
+            f"Stopped early, at {report['stopped']}: the server did not list the executions newest first,"
+            f" so this report covers the {report['executions']} it read, not the whole period."
+        )
     elif report["stopped"]:
         lines.append(
             f"Stopped early, at {report['stopped']}: this report covers executions since"
@@ -244,17 +249,17 @@ def format_report(report: Mapping[str, Any]) -> str:
 def controller_verdicts(attempts: Sequence[Attempt]) -> list[Attempt]:
     """The attempts of chains: the retry controller's executions (``controller.py``) are left out,
     and the record of one that acted speaks for the failed execution it names, if that left none."""
-    verdicts = {
-        attempt.record.failed: attempt.record
-        for attempt in sorted(attempts, key=lambda attempt: attempt.counter)  # the newest word counts
-        if attempt.record and attempt.record.failed and attempt.record.outcome != "stood_down"
-    }
+    acted = sorted(  # a controller that started a retry speaks over one that did not; then the newest word
+        (a for a in attempts if a.record and a.record.failed and a.record.outcome != "stood_down"),
+        key=lambda attempt: (attempt.record is not None and attempt.record.outcome == "started", attempt.counter),
+    )
+    verdicts = {attempt.record.failed: attempt.record for attempt in acted if attempt.record}
     return [
         dataclasses.replace(attempt, record=verdicts[attempt.id], cause=verdicts[attempt.id].cause or attempt.cause)
         if attempt.record is None and attempt.id in verdicts
         else attempt
         for attempt in attempts
-        if not (attempt.record and attempt.record.failed)
+        if not (attempt.record and attempt.record.failed is not None)
     ]
 
 
@@ -274,23 +279,19 @@ class Attempt:
     created: float | None  # ctime, epoch seconds
 
     @property
-    def running(self) -> bool:
-        """Whether it has not ended yet."""
+    def running(self) -> bool:  # it has not ended yet
         return self.status in retry.INCOMPLETE_STATUSES
 
     @property
-    def failed(self) -> bool:
-        """Whether it ended other than complete (error, crashed, stopped, ...)."""
+    def failed(self) -> bool:  # it ended other than complete (error, crashed, stopped, ...)
         return not self.running and self.status != "complete"
 
     @property
-    def stood_down(self) -> bool:
-        """Whether it was a copy of a retry that left the work to the one its parent named."""
+    def stood_down(self) -> bool:  # a copy of a retry that left the work to the one its parent named
         return self.record is not None and self.record.outcome == "stood_down"
 
     @property
-    def heir(self) -> str | None:
-        """The retry its record names, if it started one."""
+    def heir(self) -> str | None:  # the retry its record names, if it started one
         return self.record.heir if self.record is not None and self.record.outcome == "started" else None
 
 
@@ -304,14 +305,10 @@ class Grouping:
 
 
 def group_chains(attempts: Sequence[Attempt]) -> Grouping:
-    """Sort ``attempts`` into chains; every attempt lands in one place.
-
-    An attempt's retry is the heir its record names; a retry no record names is placed by
-    its ``RETRY_PARENT``, and goes on with the chain only if its parent named none (then
-    the lowest counter, as ``retry.py`` has it).  Retries of an execution that was not read
-    (older than the period) start a chain of their own.  A parent must be older than its
-    retry, so a tampered variable or record cannot make a loop.
-    """
+    """Sort ``attempts`` into chains, each attempt in one place: a retry follows the parent whose record
+    names it, else its ``RETRY_PARENT`` (going on only if the parent named none, the lowest first);
+    retries of a parent not read (older than the period) head a chain.  A parent must be older than
+    its retry, so a tampered variable or record cannot make a loop."""
     grouping = Grouping(stood_down=[attempt for attempt in attempts if attempt.stood_down])
     live = sorted((attempt for attempt in attempts if not attempt.stood_down), key=lambda attempt: attempt.counter)
     by_id = {attempt.id: attempt for attempt in live}
@@ -364,8 +361,7 @@ def outcome(path: Sequence[Attempt]) -> tuple[str, int]:
 
 
 def top_causes(failed: Sequence[Attempt]) -> list[dict[str, Any]]:
-    """Causes of ``failed`` attempts, most frequent first: the normalized text, how often, and the
-    newest example's URL."""
+    """Causes of ``failed`` attempts, most frequent first, with their counts and newest examples."""
     counts: dict[str, int] = {}
     examples: dict[str, str] = {}
     for attempt in sorted(failed, key=lambda attempt: -attempt.counter):
@@ -384,14 +380,9 @@ _NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?:\.[0-9]+)*(?![A-Za-z_])")
 
 
 def normalize(message: str) -> str:
-    """``message`` with what differs between occurrences of one error taken out.
-
-    UUIDs and hex ids become ``<id>``, execution counters ``#<n>``, other numbers ``<n>``
-    (ports, sizes, seconds, statuses), and whitespace is collapsed.
-    """
-    text = _UUID.sub("<id>", message)
-    text = _HEX_ID.sub("<id>", text)
-    text = _COUNTER.sub("#<n>", text)
+    """``message`` without what differs between occurrences of one error: UUIDs and hex ids become
+    ``<id>``, execution counters ``#<n>``, other numbers ``<n>``; whitespace is collapsed."""
+    text = _COUNTER.sub("#<n>", _HEX_ID.sub("<id>", _UUID.sub("<id>", message)))
     return " ".join(_NUMBER.sub("<n>", text).split())
 
 
@@ -414,6 +405,7 @@ class Period:
     attempts: list[Attempt] = dataclasses.field(default_factory=list)
     details: int = 0  # execution details read
     stopped: str | None = None
+    unordered: bool = False  # stopped in a list the server did not keep newest first: what was read has gaps
 
 
 def read_period(
@@ -424,14 +416,10 @@ def read_period(
     bounds: Bounds | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Period:
-    """The project's executions created from ``since`` (epoch seconds) on, newest first.
-
-    First the list, page by page, until an execution older than ``since`` (or to the end,
-    if the server does not list newest first); then a detail read for each entry that
-    lacks what the report needs (:func:`_needs_detail`).  At a bound the reading stops
-    before the execution it could not read, so the period read is the newest part, without
-    gaps.  A retry deleted between the list and its detail read is left out.
-    """
+    """The project's executions created from ``since`` (epoch seconds) on, newest first: the list page
+    by page, then a detail read for each entry that lacks what the report needs.  At a bound, or an API
+    failure after the first page, it stops before what it could not read: the newest part, without gaps
+    (:attr:`Period.unordered` if the server ignored the order).  Executions deleted meanwhile are left out."""
     bounds = bounds or Bounds()
     period = Period()
     deadline, time_bound = clock() + bounds.seconds, f"the time bound of {bounds.seconds:g} s"
@@ -443,7 +431,8 @@ def read_period(
                 item for item in page if retry.counter_of(item) is not None and isinstance(item.get("id"), str)
             ]
             for item in executions:  # a server that does not keep the order asked is read to the end
-                ordered, last = ordered and (last is None or item["counter"] < last), item["counter"]
+                counter = retry.counter_of(item) or 0
+                ordered, last = ordered and (last is None or counter < last), counter
             fresh = [(item, _instant(item.get("ctime"))) for item in executions]
             entries += [(item, created) for item, created in fresh if created is None or created >= since]
             if ordered and any(created is not None and created < since for _, created in fresh):
@@ -451,10 +440,18 @@ def read_period(
             if clock() >= deadline:
                 period.stopped = time_bound
                 break
-    except retry.ListTooLongError:
-        period.stopped = f"the bound of {bounds.pages} list pages"
+    except retry.APIError as exc:
+        if not entries and not isinstance(exc, retry.ListTooLongError):
+            raise
+        period.stopped = (
+            f"the bound of {bounds.pages} list pages"
+            if isinstance(exc, retry.ListTooLongError)
+            else f"an API failure ({exc})"
+        )
+    period.unordered = bool(period.stopped) and not ordered
+    entries.sort(key=lambda entry: -(retry.counter_of(entry[0]) or 0))  # newest first, whatever the server did
     records = (retry.read_record(item) for item, _ in entries)
-    named = {record.heir for record in records if record and record.outcome == "started" and record.heir}
+    named = {r.heir for r in records if r and r.outcome == "started" and r.heir and r.failed is None}  # retry.py's
     for item, created in entries:
         known: dict[str, Any] | None = item
         if _needs_detail(item, named):
@@ -462,7 +459,13 @@ def read_period(
                 details_bound = f"the bound of {bounds.details} execution detail reads"
                 period.stopped = details_bound if period.details >= bounds.details else time_bound
                 return period
-            known = _with_detail(api, item)
+            try:
+                known = {**item, **_detail(api, str(item["id"]))}
+            except _Deleted:  # deleted since the list was read: left out
+                known = None
+            except retry.APIError as exc:
+                period.stopped = f"an API failure ({exc})"
+                return period
             period.details += 1
         if known is not None:
             period.attempts.append(_attempt(known, created))
@@ -479,16 +482,6 @@ def _needs_detail(item: Mapping[str, Any], named: set[str]) -> bool:
     return unplaced or "status" not in item or (ended and "status_detail" not in item)
 
 
-def _with_detail(api: retry.ValohaiAPI, item: dict[str, Any]) -> dict[str, Any] | None:
-    """The list entry completed by the execution's detail; None if it was deleted since."""
-    try:
-        return {**item, **_detail(api, str(item["id"]))}
-    except retry.APIError as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
 def _attempt(item: Mapping[str, Any], created: float | None) -> Attempt:
     record = retry.read_record(item)
     status, duration = item.get("status"), item.get("duration")
@@ -496,7 +489,7 @@ def _attempt(item: Mapping[str, Any], created: float | None) -> Attempt:
         duration = None  # missing, or not a length of time (NaN, infinite, negative, absurd)
     return Attempt(
         id=str(item["id"]),
-        counter=int(item["counter"]),
+        counter=retry.counter_of(item) or 0,
         number=_retry_of(item),
         parent=retry.parent_of(item),
         status=status if isinstance(status, str) else "unknown",
@@ -513,13 +506,8 @@ def _project_name(api: retry.ValohaiAPI, project_id: str) -> str:
     try:
         project = api.get(f"/api/v0/projects/{project_id}/")
     except retry.APIError as exc:
-        if exc.status == 404:
-            raise retry.APIError(
-                f"no project {project_id} at {api.host}: check the id (Project settings shows it),"
-                " VALOHAI_HOST, and that the token's user can see the project",
-                404,
-            ) from None
-        raise
+        unknown = f"no project {project_id} at {api.host}: check the id (Project settings shows it), VALOHAI_HOST, and that the token's user can see the project"  # noqa: E501 - one line to grep
+        raise (retry.APIError(unknown, 404) if exc.status == 404 else exc) from None
     name = project.get("name")
     return name if isinstance(name, str) and name else project_id
 
@@ -527,8 +515,16 @@ def _project_name(api: retry.ValohaiAPI, project_id: str) -> str:
 # --- plumbing: input, API client, time -------------------------------------------------
 
 
-def _detail(api: retry.ValohaiAPI, key: str) -> dict[str, Any]:
-    return api.get(f"/api/v0/executions/{key}/", {"exclude": "metadata,events"})
+class _Deleted(retry.APIError):
+    """An execution the API no longer has (404)."""
+
+
+def _detail(api: retry.ValohaiAPI, key: str, missing: str = "") -> dict[str, Any]:
+    """An execution's detail; a 404 is :class:`_Deleted`, said as ``missing`` when given."""
+    try:
+        return api.get(f"/api/v0/executions/{key}/", {"exclude": "metadata,events"})
+    except retry.APIError as exc:
+        raise (_Deleted(missing or str(exc), 404) if exc.status == 404 else exc) from None
 
 
 def _retry_of(item: Mapping[str, Any]) -> int:
@@ -575,10 +571,9 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _instant(value: Any) -> float | None:
     """An API time (ISO 8601) as epoch seconds, or None when it is missing or garbled."""
-    try:
+    with contextlib.suppress(ValueError, OverflowError):
         return retry.parse_instant(value) if isinstance(value, str) else None
-    except (ValueError, OverflowError):
-        return None
+    return None
 
 
 def _iso(timestamp: float) -> str:

@@ -39,6 +39,8 @@ import retry
 NOT_TRANSIENT = "Traceback (most recent call last);No space left on device"
 #: How many of the last log lines are searched for it.
 LOG_TAIL = 200
+#: What the search for a retry that exists already may read: list pages, execution details.
+SEARCH_BOUNDS = (1, 1)
 
 
 class ExecutionLost(Exception):  # noqa: N818 - not an error of this program: what befell the execution
@@ -58,10 +60,8 @@ def main(argv: Sequence[str] | None = None, *, runtime: retry.Runtime | None = N
         return control(failed_id, settings, runtime)
     except retry.RetryError as exc:
         message = f"The retry controller could not act: {exc}"
-        if failed_id is None:
-            retry.set_status_detail(message)
-        else:  # the report counts its failed execution as one that could not relaunch
-            retry.write_record(message, retry.Record("not_started", 0, failed=failed_id))
+        # The report counts the failed execution (if the payload named one) as one that could not relaunch.
+        retry.write_record(message, retry.Record("not_started", 0, failed=failed_id or ""))
         _say(message)
         return exc.exit_code
 
@@ -71,23 +71,11 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
     me, api = retry.read_execution(), retry.api_client(runtime)
     failed = api.get(f"/api/v0/executions/{failed_id}/", {"exclude": "metadata,events"})
     failed_id, shown = str(failed.get("id") or failed_id), f"#{retry.counter_of(failed)}"
-    status, record = failed.get("status"), retry.read_record(failed)
-    if status == "stopped":
-        return _done(f"Nothing to do: {shown} was stopped by a user", retry.Record("stood_down", 0, failed=failed_id))
-    if status in retry.NOT_FAILED_STATUSES:
-        return _done(
-            f"Nothing to do: {shown} has not failed (it is {status})", retry.Record("stood_down", 0, failed=failed_id)
-        )
-    if record is not None:
-        message = f"Nothing to do: retry.py dealt with {shown} itself (its record says {record.outcome})"
-        return _done(message, retry.Record("stood_down", record.retry, record.heir, failed=failed_id))
-    if failed.get("pipeline"):
-        message = f"Nothing to do: {shown} ran in a pipeline, which owns retrying: give its node on-error: retry"
-        return _done(message, retry.Record("stood_down", 0, failed=failed_id))
-    if failed.get("step") == me.step:  # a trigger on every failure fires for ours too
-        message = f"Nothing to do: {shown} is a retry controller itself; read its log"
-        return _done(message, retry.Record("stood_down", 0, failed=failed_id))
-    why = f"ended '{status}' without a verdict (killed, crashed, or its machine was lost)"
+    reason = _nothing_to_do(failed, shown, me.step)
+    if reason is not None:
+        done = retry.read_record(failed) or retry.Record("stood_down", 0)  # retry.py's, if it acted
+        return _done(reason, retry.Record("stood_down", done.retry, done.heir, failed=failed_id))
+    why = f"ended '{failed.get('status')}' without a verdict (killed, crashed, or its machine was lost)"
     signature = _not_transient(api, failed_id, settings.not_transient)
     error: BaseException = ValueError(f"its log shows {signature!r}") if signature else ExecutionLost(why)
     cause = retry.describe(error)  # the record's: the same for every crash, wherever it happened
@@ -98,14 +86,11 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
         message = f"{decision.reason} for {shown}: {cause}"
         return _done(message, retry.Record(decision.outcome, decision.number, cause=cause, failed=failed_id))
     number, which = decision.number, f"retry {decision.number}/{policy.retries}"
-    retry.countdown(decision.wait, f"waiting {decision.wait:g} s here before starting {which} of {shown}", runtime)
+    waiting = f"Waiting {decision.wait:g} s here before starting {which} of {shown}"
+    retry.write_record(waiting, retry.Record("waiting", number, cause=cause, failed=failed_id), runtime.sleep)
+    retry.countdown(decision.wait, waiting, runtime)
     api = retry.api_client(runtime)  # the wait was not the API's time
-    like = {"step": failed.get("step"), "title": failed.get("title"), "parameters": failed.get("parameters")}
-    try:
-        copy = retry.find_copy(api.within(retry.CHECK_BUDGET), me.project_id, failed, number, like, working=False)
-    except retry.RetryError as exc:  # as a retry does: the copies settle which one works
-        _say(f"could not check that {shown} has no {which} yet, so starting it: {exc}")
-        copy = None
+    copy = _existing_retry(api, me.project_id, failed, number, shown=shown, which=which)
     if copy is not None:
         message = f"Nothing to do: {shown} already has {which}: #{retry.counter_of(copy)}"
         return _done(message, retry.Record("stood_down", number, str(copy.get("id")), failed=failed_id))
@@ -113,30 +98,68 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
         failed, number, parent_id=failed_id, not_before=retry.format_instant(decision.not_before)
     )
     if settings.checkpoint:
-        newest, _ = retry.newest_checkpoint(api.within(retry.CHECKPOINT_BUDGET), failed_id, settings.checkpoint_pattern)
-        if newest is not None:  # else the checkpoint it started from, which the payload copied
-            _say(f"the retry resumes from {retry.printable(str(newest.get('name')))} (datum://{newest['id']})")
-            payload["inputs"][settings.checkpoint] = [f"datum://{newest['id']}"]
+        payload["inputs"] = _with_newest_checkpoint(payload["inputs"], api, failed_id, settings, shown)
     try:
         created, _ = retry.create_retry(api, payload, settings.checkpoint or None)
     except retry.RetryError as exc:
-        if exc.exit_code == retry.EXIT_RETRY_UNCONFIRMED:  # the create may have gone through
-            message = (
-                f"Retry {number}/{policy.retries} of {shown} may have been started, but the API never confirmed it"
-            )
-            message = f"{message}: {exc}"
-            _done(
-                f"{message}; look for the tag 'retry: {number}'",
-                retry.Record("unconfirmed", number, cause=cause, failed=failed_id),
-            )
-        else:
-            _done(
-                f"Could not start {which} of {shown}: {exc}",
-                retry.Record("not_started", number, cause=cause, failed=failed_id),
-            )
+        unconfirmed = exc.exit_code == retry.EXIT_RETRY_UNCONFIRMED  # the create may have gone through
+        record = retry.Record("unconfirmed" if unconfirmed else "not_started", number, cause=cause, failed=failed_id)
+        maybe = f"Retry {number}/{policy.retries} of {shown} may have been started, but the API never confirmed it"
+        _done(
+            f"{maybe}: {exc}; look for the tag 'retry: {number}'"
+            if unconfirmed
+            else f"Could not start {which} of {shown}: {exc}",
+            record,
+        )
         return exc.exit_code
     message = f"Started {which} of {shown} as #{retry.counter_of(created)}: {shown} {why}"
     return _done(message, retry.Record("started", number, str(created["id"]), cause, failed=failed_id))
+
+
+def _nothing_to_do(failed: Mapping[str, Any], shown: str, own_step: str | None) -> str | None:
+    """Why the failed execution gets no retry from here, if it gets none."""
+    status, record = failed.get("status"), retry.read_record(failed)
+    if status == "stopped":
+        return f"Nothing to do: {shown} was stopped by a user"
+    if status in retry.NOT_FAILED_STATUSES:
+        return f"Nothing to do: {shown} has not failed (it is {status})"
+    if record is not None:
+        return f"Nothing to do: retry.py dealt with {shown} itself (its record says {record.outcome})"
+    if failed.get("pipeline"):
+        return f"Nothing to do: {shown} ran in a pipeline, which owns retrying: give its node on-error: retry"
+    if failed.get("step") == own_step:  # a trigger on every failure fires for ours too
+        return f"Nothing to do: {shown} is a retry controller itself; read its log"
+    return None
+
+
+def _existing_retry(
+    api: retry.ValohaiAPI, project_id: str, failed: Mapping[str, Any], number: int, *, shown: str, which: str
+) -> dict[str, Any] | None:
+    """Retry ``number`` of ``failed`` if one exists (the trigger fired twice), in one list page and one
+    detail at most; unable to tell, None: the copies settle which one works, as copies of a retry do."""
+    like = {"step": failed.get("step"), "title": failed.get("title"), "parameters": failed.get("parameters")}
+    try:
+        part = api.within(retry.CHECK_BUDGET)
+        return retry.find_copy(part, project_id, failed, number, like, working=False, bounds=SEARCH_BOUNDS)
+    except Exception as exc:  # an answer of a shape never seen too: the check must not cost the retry
+        _say(f"could not check that {shown} has no {which} yet, so starting it: {retry.describe(exc)}")
+        return None
+
+
+def _with_newest_checkpoint(
+    inputs: dict[str, list[str]], api: retry.ValohaiAPI, failed_id: str, settings: argparse.Namespace, shown: str
+) -> dict[str, list[str]]:
+    """The retry's inputs with the failed execution's newest checkpoint, else with the one it started
+    from (the payload copied it): a failing outputs list costs the checkpoint, never the retry."""
+    try:
+        newest, _ = retry.newest_checkpoint(api.within(retry.CHECKPOINT_BUDGET), failed_id, settings.checkpoint_pattern)
+    except Exception as exc:  # it costs the newest checkpoint, never the retry
+        _say(f"could not list {shown}'s outputs, so the retry gets the checkpoint {shown} had: {retry.describe(exc)}")
+        return inputs
+    if newest is None:
+        return inputs
+    _say(f"the retry resumes from {retry.printable(str(newest.get('name')))} (datum://{newest['id']})")
+    return {**inputs, settings.checkpoint: [f"datum://{newest['id']}"]}
 
 
 def read_payload() -> dict[str, Any]:
@@ -186,8 +209,10 @@ def _not_transient(api: retry.ValohaiAPI, execution_id: str, signatures: str) ->
     events = api.get(f"/api/v0/executions/{execution_id}/events/").get("events")
     lines = (
         [str(event.get("message")) for event in events if isinstance(event, dict)] if isinstance(events, list) else []
-    )
-    return next((text for line in lines[-LOG_TAIL:] for text in wanted if text in line), None)
+    )[-LOG_TAIL:]
+    if any(line.startswith("[retry] ") for line in lines):  # retry.py printed the traceback of an error it was
+        wanted = [text for text in wanted if not text.startswith("Traceback")]  # handling when the process died
+    return next((text for line in lines for text in wanted if text in line), None)
 
 
 def _chain_settings(failed: Mapping[str, Any], settings: argparse.Namespace) -> dict[str, Any]:

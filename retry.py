@@ -223,8 +223,9 @@ def decide(
 
 # --- the record: how an attempt ended, as data -----------------------------------------
 
-#: How an attempt can end; ``started`` names its heir (and ``stood_down`` the copy that works).
-OUTCOMES = ("started", "unconfirmed", "not_started", "gave_up", "not_retried", "stood_down", "invalid")
+#: How an attempt can end; ``started`` names its heir (and ``stood_down`` the copy that works);
+#: ``waiting``: a retry controller waits out the delay before it starts one.
+OUTCOMES = ("started", "unconfirmed", "not_started", "gave_up", "not_retried", "stood_down", "invalid", "waiting")
 #: Where the record begins in a status detail: what comes before it is for people.
 RECORD_MARK = " | retry-record "
 
@@ -236,7 +237,8 @@ class Record:
 
     ``outcome``: one of :data:`OUTCOMES`; ``retry``: the retry number it concerns; ``heir``: the
     execution it started and confirmed, or (``stood_down``) the copy that works; ``cause``: the
-    job's error; ``failed``: in a controller's record, the execution it acted for.  Copies of a
+    job's error; ``failed``: in a controller's record (and only there), the execution it acted for,
+    ``""`` when its payload named none.  Copies of a
     retry read their parent's record to learn which of them works; ``chains.py`` reports on records.
     """
 
@@ -251,7 +253,9 @@ def status_with_record(message: str, record: Record) -> str:
     """The status detail that tells ``message`` to people and ``record`` to programs."""
     data = {key: value for key, value in dataclasses.asdict(record).items() if value or key == "retry"}
     data.update({"cause": _unmarked(_one_line(record.cause, 120))} if record.cause else {})
-    tail = RECORD_MARK + json.dumps(data)
+    data.update({"failed": record.failed} if record.failed is not None else {})
+    data.update({key: data[key][:100] for key in ("heir", "failed") if key in data})  # ids, never essays
+    tail = RECORD_MARK + _unmarked(json.dumps(data, ensure_ascii=False))  # characters, not \ud83d escapes
     return _unmarked(_one_line(message, STATUS_DETAIL_LIMIT - len(tail))) + tail
 
 
@@ -265,7 +269,10 @@ def read_record(item: Mapping[str, Any] | str | None) -> Record | None:
         return None
     if not isinstance(data, dict) or data.get("outcome") not in OUTCOMES:
         return None
-    heir, cause, failed = (_text(data.get(key)) for key in ("heir", "cause", "failed"))
+    heir, cause = (_text(data.get(key)) for key in ("heir", "cause"))
+    if data["outcome"] == "started" and heir is None:  # names no heir: as good as no record
+        return None
+    failed = data["failed"] if isinstance(data.get("failed"), str) else None
     return Record(data["outcome"], _integer(data.get("retry")) or 0, heir, cause or "", failed)
 
 
@@ -336,8 +343,10 @@ class _Valohai:
                 return
             like = {"step": me.step, "title": me.title, "parameters": _config_json("parameters.json") or None}
             twin = find_copy(self.api(CHECK_BUDGET), me.project_id, parent, number, like, below=me.counter)
-        except RetryError as exc:
-            _say(f"could not check that this is the only retry {number} of its parent, so doing the work: {exc}")
+        except _StoodDown:
+            raise
+        except Exception as exc:  # an answer of a shape never seen too: the job must not pay for the check
+            _say(f"could not check that this is the only retry {number} of its parent, so doing the work: {_why(exc)}")
             return
         if twin is not None:
             stood = f"Stood down: {_counter_text(twin)} is already retry {number}/{policy.retries} of the same failure"
@@ -401,7 +410,7 @@ class _Valohai:
     def _not_started(self, exc: Exception, number: int, policy: Policy, summary: str, unconfirmed: bool) -> int:
         if not isinstance(exc, RetryError):  # a bug, or an answer of a shape never seen
             _print_traceback(exc)
-        reason = str(exc) if isinstance(exc, RetryError) else f"unexpected {describe(exc)}"
+        reason = _why(exc)
         if unconfirmed or isinstance(exc, _AmbiguousRequestError):
             message = (
                 f"{summary} - retry {number}/{policy.retries} may have been started, but the API never confirmed it:"
@@ -454,9 +463,9 @@ def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | Non
                 continue
             raise (_AmbiguousRequestError(str(exc)) if unconfirmed else exc) from None
         else:
-            if _text(created.get("id")):
+            if _is_id(created.get("id")) and created["id"] != payload["environment_variables"].get("RETRY_PARENT"):
                 return created, unconfirmed is not None
-            unconfirmed = APIError("POST /api/v0/executions/: created, but the answer names no execution id")
+            unconfirmed = APIError("POST /api/v0/executions/: created, but the answer names no new execution id")
         if tries < MAX_CREATES:
             _say(f"{unconfirmed}; asking once more (a copy made all the same will stand down)")
     raise _AmbiguousRequestError(f"{unconfirmed} ({MAX_CREATES} tries)")
@@ -471,6 +480,7 @@ def find_copy(
     *,
     below: int | None = None,
     working: bool = True,
+    bounds: tuple[int, int] = (0, 0),
 ) -> dict[str, Any] | None:
     """The lowest copy of retry ``number`` of ``parent`` (below counter ``below``), if any; bounded.
 
@@ -478,26 +488,31 @@ def find_copy(
     chains) told apart by what the list shows (``like``: step, title, parameters) before any
     detail is read.  With ``working``, a copy that stood down, or failed without a verdict
     (crashed, stopped before its job ran), does not count.  Only for a parent that named none.
+    ``bounds``: list pages and details read at most (:data:`FALLBACK_PAGES`, ... by default).
     """
-    floor, found, ordered, last = counter_of(parent) or 0, [], True, None
-    for page in execution_pages(api, project_id, max_pages=FALLBACK_PAGES):
-        for item in page:
-            counter = counter_of(item) or 0
-            ordered, last = ordered and (last is None or counter < last), counter
-            found += [item] if floor < counter < (below or counter + 1) else []
-        if ordered and last is not None and last <= floor:
-            break  # newest first, and down to the parent: nothing older is a copy
+    pages, details = bounds[0] or FALLBACK_PAGES, bounds[1] or FALLBACK_DETAILS
+    floor, found, ordered, last, cut = counter_of(parent) or 0, [], True, None, None
+    try:
+        for page in execution_pages(api, project_id, max_pages=pages):
+            for item in page:
+                counter = counter_of(item) or 0
+                ordered, last = ordered and (last is None or counter < last), counter
+                found += [item] if floor < counter < (below or counter + 1) else []
+            if ordered and last is not None and last <= floor:
+                break  # newest first, and down to the parent: nothing older is a copy
+    except ListTooLongError as exc:  # what was read may hold the copy all the same
+        cut = exc
     alike = [i for i in found if all(i.get(k) in (None, v) for k, v in like.items() if v is not None)]
     alike = sorted((i for i in alike if retry_number(tags_of(i)) == number), key=lambda i: counter_of(i) or 0)
-    for item in alike[:FALLBACK_DETAILS]:
+    for item in alike[:details]:
         whole = all(key in item for key in ("environment_variables", "status", "status_detail"))
         known = item if whole else _detail(api, str(item.get("id")))
         record = read_record(known)  # without one, any end but complete (a status never seen too) is gone
         gone = record.outcome in ("stood_down", "invalid") if record else _status(known) not in NOT_FAILED_STATUSES
         if parent_of(known) == parent.get("id") and not (working and gone):
             return known
-    if len(alike) > FALLBACK_DETAILS:
-        raise APIError(f"more than {FALLBACK_DETAILS} look-alike executions to read; stopped there")
+    if cut is not None or len(alike) > details:
+        raise cut or APIError(f"more than {details} look-alike executions to read; stopped there")
     return None
 
 
@@ -887,7 +902,8 @@ def retry_tags(tags: Sequence[object], number: int) -> list[str]:
 def tags_of(item: Mapping[str, Any]) -> list[str]:
     """An API item's tags as strings, whether they come as a list, one string, or objects."""
     tags = item.get("tags")
-    names = [tags] if isinstance(tags, str) else [t.get("name") if isinstance(t, dict) else t for t in tags or []]
+    tags = [tags] if isinstance(tags, str) else tags if isinstance(tags, list) else []
+    names = [t.get("name") if isinstance(t, dict) else t for t in tags]
     return [name for name in names if isinstance(name, str)]
 
 
@@ -915,6 +931,7 @@ def build_retry_payload(
         if (value := entry.get("value") if isinstance(entry, dict) else entry) is not None
         and not (isinstance(entry, dict) and entry.get("secret"))
         and name not in ("VH_API_TOKEN", *CHAIN_VARIABLES)
+        and str(value) not in _secrets  # the token under another name
     }
     variables.update(RETRY_PARENT=parent_id, **({"RETRY_NOT_BEFORE": not_before} if not_before else {}))
     inputs, parameters, groups = (
@@ -953,6 +970,11 @@ def build_retry_payload(
     # them) has an unpublished API default: the UI's "Inherit project's environment variables" box.
     payload["inherit_environment_variables"] = True
     return payload
+
+
+def _is_id(value: Any) -> bool:
+    """Whether ``value`` can be an execution id (a UUID, as Valohai's are; nothing that could upset a record)."""
+    return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", value) is not None
 
 
 def _text(value: Any) -> str | None:
@@ -1060,8 +1082,8 @@ def inputs_with_checkpoint(
         if set(pending) - listed:
             unlisted = printable(", ".join(sorted(set(pending) - listed))[:200])
             _say(f"checkpoint(s) still not listed after the wait, so the retry gets the newest listed one: {unlisted}")
-    except RetryError as exc:
-        _say(f"could not list this execution's outputs, so the retry gets the checkpoint this attempt had: {exc}")
+    except Exception as exc:  # whatever the list did, it costs the newest checkpoint, never the retry
+        _say(f"could not list this execution's outputs, so the retry gets the checkpoint this attempt had: {_why(exc)}")
         newest = None
     if newest is not None:
         _say(f"the retry resumes from {printable(newest['name'])} (datum://{newest['id']})")
@@ -1097,14 +1119,13 @@ def newest_checkpoint(api: ValohaiAPI, execution_id: str, pattern: str) -> tuple
     try:
         for page in api.pages("/api/v0/data/", params, page_size=1000):
             for datum in page:
-                owner, name, ctime = datum.get("output_execution"), _text(datum.get("name")), datum.get("ctime")
+                owner, name, moment = datum.get("output_execution"), _text(datum.get("name")), 0.0
+                with contextlib.suppress(ValueError, OverflowError, AttributeError):  # a garbled time is no time
+                    moment = parse_instant(datum.get("ctime"))  # type: ignore[arg-type]
+                ordered, last = ordered and (last is None or moment <= last), moment  # all entries tell the order
                 if not (isinstance(owner, dict) and owner.get("id") == execution_id):
                     continue  # another execution's output, or one nobody can tell (a bare id, say)
-                age = (
-                    parse_instant(ctime) if isinstance(ctime, str) and _INSTANT.fullmatch(ctime.strip()) else 0.0,
-                    str(name),
-                )
-                ordered, last = ordered and (last is None or age <= last), age
+                age = (moment, str(name))
                 if name and _text(datum.get("id")) and fnmatch.fnmatchcase(name, pattern):
                     names.add(name)
                     newest, newest_age = (datum, age) if newest is None or age > newest_age else (newest, newest_age)
@@ -1672,7 +1693,9 @@ def set_status_detail(text: str) -> bool:
         except ConfigError:  # a broken RETRY_API_TIMEOUT is reported on its own
             seconds = STATUS_DETAIL_TIMEOUT
         method, url = str(call.pop("method", "POST")), str(call.pop("url"))
-        call.update(json={"status_detail": _one_line(text, STATUS_DETAIL_LIMIT)}, timeout=(min(5.0, seconds), seconds))
+        detail = re.sub("[\x00\ud800-\udfff]", "\ufffd", _one_line(text, STATUS_DETAIL_LIMIT))  # NUL, lone halves
+        call.update(json={"status_detail": detail}, timeout=(min(5.0, seconds), seconds))
+        call.update(auth=lambda request: request)  # its signature is all it sends: no ~/.netrc login
         answer = _exchange(requests.Session(), method, url, seconds, **call)
         if answer.body is None or not 200 <= (answer.status or 0) < 300:
             raise answer.error or APIError(f"HTTP {answer.status}")
@@ -1700,6 +1723,11 @@ def _print_traceback(error: BaseException) -> None:
         _write(
             _mask(line if len(line) <= 100_000 else f"{line[:100_000]}... ({len(line) - 100_000} more characters)\n")
         )
+
+
+def _why(error: BaseException) -> str:
+    """A failure of this file's own work in one line: its message, or what an unexpected error was."""
+    return str(error) if isinstance(error, RetryError) else f"unexpected {describe(error)}"
 
 
 def describe(error: BaseException) -> str:
@@ -1732,7 +1760,10 @@ def printable(text: str) -> str:
 def _one_line(value: object, limit: int = 300) -> str:
     """``value`` as one line of at most ``limit`` characters, masked *before* it is cut; only the
     start of a long text is read, so a message of any size costs little."""
-    text = " ".join(_mask(str(value)[: 2 * limit + max(map(len, _secrets), default=0) + 64]).split())
+    text = _mask(str(value)[: 2 * limit + max(map(len, _secrets), default=0) + 64])
+    for secret in _secrets:  # the window may have cut a token short: a part of it is masked too
+        text = next((text[:-n] + "***" for n in range(len(secret) - 1, 3, -1) if text.endswith(secret[:n])), text)
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -1774,7 +1805,7 @@ def _flush() -> None:
 
 def _seconds(seconds: float) -> str:
     """A wait as people read it: whole seconds, or tenths below ten, rounded up (never "0")."""
-    return f"{seconds:.0f}" if seconds >= 10 else f"{-(-(seconds * 10 - 1e-6) // 1) / 10:g}"  # 1e-6: float noise
+    return f"{seconds:.0f}" if seconds >= 10 else f"{max(0.0, -(-(seconds * 10 - 1e-6) // 1) / 10):g}"  # 1e-6: noise
 
 
 # --- the world, as the retry logic sees it ---------------------------------------------

@@ -84,7 +84,7 @@ def test_two_threads_failing_at_once_start_one_retry(
         ({"body": "<html>Created</html>", "content_type": "text/html"}, "HTTP 201 with a body that is not JSON"),
         ({"json": ["not", "an", "object"]}, "HTTP 201 with JSON that is not an object"),
         ({"body": "[" * 5000, "content_type": "application/json"}, "HTTP 201 with a body that is not JSON"),
-        ({"json": {"counter": 42}}, "created, but the answer names no execution id"),
+        ({"json": {"counter": 42}}, "created, but the answer names no new execution id"),
     ],
     ids=["html", "a-list", "nested-5000-deep", "no-id"],
 )

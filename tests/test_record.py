@@ -111,8 +111,14 @@ def test_a_status_detail_without_a_valid_record_has_none(detail: Any) -> None:
 
 
 def test_odd_fields_of_a_record_are_read_as_absent() -> None:
-    text = f'x{retry.RECORD_MARK}{{"outcome": "started", "retry": "one", "heir": 7, "cause": ["a"]}}'
-    assert retry.read_record(text) == retry.Record("started", 0, heir=None, cause="")
+    text = f'x{retry.RECORD_MARK}{{"outcome": "gave_up", "retry": "one", "heir": 7, "cause": ["a"], "failed": 3}}'
+    assert retry.read_record(text) == retry.Record("gave_up", 0, heir=None, cause="")
+
+
+def test_a_started_record_that_names_no_heir_is_no_record() -> None:
+    # Every copy would stand down for it, and nobody would work: it is read as none, so they look.
+    text = f'x{retry.RECORD_MARK}{{"outcome": "started", "retry": 1, "heir": 42}}'
+    assert retry.read_record(text) is None
 
 
 def test_the_record_is_written_again_until_it_is_set(
