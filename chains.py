@@ -210,9 +210,9 @@ def format_report(report: Mapping[str, Any]) -> str:
     if report["stopped"] and not report["executions"]:
         lines.append(f"Stopped early, at {report['stopped']}: no execution was read.")
     elif report["stopped"] and report["oldest_counter"] is None:
+        stopped, read = report["stopped"], report["executions"]
         lines.append(
-            f"Stopped early, at {report['stopped']}: the server did not list the executions newest first,"
-            f" so this report covers the {report['executions']} it read, not the whole period."
+            f"Stopped early, at {stopped}: the server did not list the executions newest first, so this report covers the {read} it read, not the whole period."  # noqa: E501 - one line to grep
         )
     elif report["stopped"]:
         lines.append(

@@ -21,6 +21,7 @@ checkpoints, the API client, token and host, output.  Reference: docs/reference.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import copy
 import dataclasses
@@ -28,7 +29,9 @@ import datetime
 import difflib
 import email.utils
 import fnmatch
+import gc
 import inspect
+import io
 import ipaddress
 import json
 import os
@@ -107,14 +110,13 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
     except _StoodDown:
         _end_process(0)
     except SystemExit as stop:  # the job ended itself: respect it, but say so
-        if stop.code in (None, 0):
+        if stop.code is None or (isinstance(stop.code, int) and stop.code == 0):
             _say(f"the job succeeded on attempt {state.done + 1} (it called sys.exit({stop.code!r}))")
             _end_process(0)
-        message = f"Not retried: the job called sys.exit({_one_line(repr(stop.code), 80)})"
+        message = f"Not retried: the job called sys.exit({_shown(stop.code)})"
         _end_process(platform.record(message, Record("not_retried", state.done), EXIT_GAVE_UP))
     except KeyboardInterrupt:
-        message = f"Not retried: attempt {state.done + 1} was interrupted (KeyboardInterrupt)"
-        platform.record(message, Record("not_retried", state.done, cause="KeyboardInterrupt"), EXIT_GAVE_UP)
+        _interrupted(platform, state)
         raise
     except _MisuseError as exc:
         _end_process(platform.record(f"invalid use of retry.run: {exc}", Record("invalid", 0), EXIT_BAD_CONFIG))
@@ -134,10 +136,8 @@ def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | N
     _remember_token(runtime.environ)
     with _process.lock:
         if _process.outcome is not None:
-            _say(
-                f"this process already handled a failure (exit code {_process.outcome});"
-                f" not starting another retry for {describe(error)}"
-            )
+            code, summary = _process.outcome, describe(error)
+            _say(f"this process already handled a failure (exit code {code}); not starting another retry for {summary}")
             return _process.outcome
         _print_traceback(error)
         platform, summary = _platform(runtime), describe(error)
@@ -148,11 +148,21 @@ def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | N
             return _process.outcome
         decision = decide(policy, state, error, now=runtime.now(), uniform=runtime.uniform)
         if decision.outcome == "retry":
-            _process.outcome = platform.start_retry(decision, state, policy, summary, error)
+            try:
+                _process.outcome = platform.start_retry(decision, state, policy, summary, error)
+            except KeyboardInterrupt:  # Ctrl-C while it waits (wait_in="failed", a child): no retry, and said
+                _process.outcome = _interrupted(platform, state)
+                raise
         else:
             record = Record(decision.outcome, decision.number, cause=summary)
             _process.outcome = platform.record(f"{decision.reason}: {summary}", record, EXIT_GAVE_UP)
         return _process.outcome
+
+
+def _interrupted(platform: _Valohai | _Local, state: ChainState) -> int:
+    """Ctrl-C ends the chain: say so (the interrupt itself goes on)."""
+    message = f"Not retried: attempt {state.done + 1} was interrupted (KeyboardInterrupt)"
+    return platform.record(message, Record("not_retried", state.done, cause="KeyboardInterrupt"), EXIT_GAVE_UP)
 
 
 def _policy_from(policy: object, settings: Mapping[str, Any]) -> Policy:
@@ -548,10 +558,12 @@ class _Local:
         try:
             argv = list(runtime.argv) if runtime.argv is not None else _command_line()
             not_before = _plan_wait(decision, policy, runtime)
-            environ = {name: value for name, value in runtime.environ.items() if name not in CHAIN_VARIABLES}
+            started = _ENVIRON_AT_START if runtime.environ is os.environ else runtime.environ  # not the job's edits
+            environ = {name: value for name, value in started.items() if name not in CHAIN_VARIABLES}
             environ.update(RETRY_LOCAL_NUMBER=str(number), **({"RETRY_NOT_BEFORE": not_before} if not_before else {}))
             if policy.checkpoint:
-                newest = max(_finished_outputs(pattern).values(), key=lambda path: path.stat().st_mtime, default=None)
+                finished = _finished_outputs(pattern)  # of one second, the last by name (names sort by age)
+                newest = max(finished.values(), key=lambda path: (int(path.stat().st_mtime), path.name), default=None)
                 handed = str(newest.resolve()) if newest else _handed_checkpoint(state)
                 where = Path(valohai.paths.get_outputs_path()).resolve()
                 environ.update({"RETRY_CHECKPOINT": handed} if handed else {})
@@ -575,25 +587,32 @@ class _Local:
 
 def _replace_process(argv: Sequence[str], environ: Mapping[str, str], cwd: str) -> int:
     """Run ``argv`` in place of this process (on Windows, as a child whose code is returned).  First
-    the job's multiprocessing children end as at Python's exit, so a chain runs one process at a time:
-    daemonic ones terminated, the others joined (ended after CHILD_WAIT s)."""
+    the failed attempt ends as a Python process does, so a chain runs one process at a time: the
+    job's multiprocessing children that are not daemonic joined (ended after CHILD_WAIT s), then its
+    exit handlers run (multiprocessing's among them: pools and daemonic children ended)."""
     multiprocessing = sys.modules.get("multiprocessing")
     for child in multiprocessing.active_children() if multiprocessing else ():
-        if not child.daemon:
+        if not child.daemon:  # a pool's workers are daemonic: they end with their pool, below
             child.join(CHILD_WAIT)
             if child.is_alive():
                 _say(f"ending the child process {child.pid}: still running {CHILD_WAIT:g} s after the attempt failed")
-        if child.is_alive():
-            child.terminate()
-            child.join(1)
+                child.terminate()
+                child.join(1)
+    with contextlib.suppress(Exception):  # private, but the only way: exec skips the atexit handlers
+        atexit._run_exitfuncs()
+    atexit._clear()
+    for stream in [item for item in gc.get_objects() if isinstance(item, io.IOBase)]:  # files left open: what
+        with contextlib.suppress(Exception):  # they hold is written, as when Python's exit closes them
+            stream.flush()
     if os.name != "posix":  # os.exec* on Windows starts a new process and exits 0 at once
         return subprocess.call(list(argv), env=dict(environ), cwd=cwd)
     with contextlib.suppress(AttributeError, OSError, ValueError):  # the signals of a fresh process:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])  # none blocked (this thread's set is handed on)
-    if threading.current_thread() is threading.main_thread():  # and none ignored (handlers: main thread only)
-        for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"):
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                signal.signal(getattr(signal, name), signal.SIG_DFL)
+    if threading.current_thread() is threading.main_thread():  # none ignored that the command did not ignore
+        for number in set(signal.valid_signals()) - _IGNORED_AT_START:  # (nohup's SIGHUP stays; main thread only)
+            with contextlib.suppress(OSError, ValueError):
+                if signal.getsignal(number) is signal.SIG_IGN:
+                    signal.signal(number, signal.SIG_DFL)
     try:
         os.chdir(cwd)
         os.execve(argv[0], list(argv), dict(environ))
@@ -603,15 +622,15 @@ def _replace_process(argv: Sequence[str], environ: Mapping[str, str], cwd: str) 
 
 
 def _command_line() -> list[str]:
-    """This process's command line as it started, runnable again from any folder: the interpreter's
-    flags (``-u``, ``-X ...``) are kept from Python 3.10 on; before, the script runs without them."""
+    """This process's command line as it started, to run again in the folder it started in: the
+    interpreter's flags (``-u``, ``-X ...``) are kept from Python 3.10 on; before, the script runs
+    without them."""
     script = _ARGV_AT_START[0] if _ARGV_AT_START else ""
     if script in ("", "-"):
         raise RetryError("the script was read from standard input, so it cannot be run again: save it to a file")
     if not sys.executable:
         raise RetryError("the path of the Python interpreter is unknown (sys.executable is empty)")
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    path = main_file if isinstance(main_file, str) and os.path.isabs(main_file) else os.path.join(_STARTED_IN, script)
+    path = os.path.join(_STARTED_IN, script)  # not __main__.__file__: a profiler or a zipapp has another
     original = list(getattr(sys, "orig_argv", None) or [])
     module = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
     command, position = [sys.executable, *original[1:]], len(original) - len(_ARGV_AT_START)
@@ -625,15 +644,13 @@ def _command_line() -> list[str]:
         raise RetryError(
             f"the script {quote(path)} is not a regular file (a pipe?), so it cannot be run again: save it to a file"
         )
-    return (
-        [*command[:position], path, *command[position + 1 :]]
-        if original
-        else [sys.executable, path, *_ARGV_AT_START[1:]]
-    )
+    return command if original else [sys.executable, *_ARGV_AT_START]  # as given: it runs where it started
 
 
-# How the job started: a retry starts the same way, whatever os.chdir or the job did since.
+# How the job started: a retry starts the same way, whatever os.chdir, os.environ or signal.signal did since.
 _STARTED_IN, _ARGV_AT_START, _STARTED_AT = os.getcwd(), list(sys.argv), time.time()
+_ENVIRON_AT_START = dict(os.environ)
+_IGNORED_AT_START = {number for number in signal.valid_signals() if signal.getsignal(number) is signal.SIG_IGN}
 
 
 # --- the attempt: its state, its turn, the job itself ----------------------------------
@@ -1146,7 +1163,7 @@ def _finished_outputs(pattern: str) -> dict[str, Path]:
         for path in root.rglob("*") if root.is_dir() else ():
             with contextlib.suppress(OSError):  # a file taken away while this looks: not there
                 status, name = path.stat(), path.relative_to(root).as_posix()
-                mine = status.st_mtime >= _STARTED_AT - 0.1  # a file's clock may lag the process's a little
+                mine = status.st_mtime >= _STARTED_AT - 2.0  # file systems keep whole (FAT: two) seconds
                 finished = stat.S_ISREG(status.st_mode) and not status.st_mode & stat.S_IWUSR
                 found.update({name: path} if mine and finished and fnmatch.fnmatchcase(name, pattern) else {})
     return found
@@ -1585,8 +1602,7 @@ def read_token(environ: Mapping[str, str] | None = None) -> str:
     _remember_secret(token)
     if not token and environ.get("VH_JOB_ID"):
         raise RetryError(
-            "VH_API_TOKEN is not set: add your Valohai API token as a secret project "
-            "environment variable named VH_API_TOKEN (Project settings > Environment variables)"
+            "VH_API_TOKEN is not set: add your Valohai API token as a secret project environment variable named VH_API_TOKEN (Project settings > Environment variables)"  # noqa: E501 - one line to grep
         )
     if not token:
         raise RetryError(
@@ -1638,9 +1654,9 @@ def _origin(address: str, name: str) -> str:
     user info, backslashes, whitespace, paths and queries are refused."""
     text = address.strip().rstrip("/")
     if not text or not text.isprintable() or any(character.isspace() or character in "\\@" for character in text):
+        shown = quote(text, 80)
         raise RetryError(
-            f"{name} must be an address like https://valohai.example.com, without spaces, backslashes or user info;"
-            f" got {quote(text, 80)}"
+            f"{name} must be an address like https://valohai.example.com, without spaces, backslashes or user info; got {shown}"  # noqa: E501 - one line to grep
         )
     try:
         url = parse_url(text)
@@ -1719,15 +1735,23 @@ def write_record(message: str, record: Record, sleep: Callable[[float], None] = 
 def _print_traceback(error: BaseException) -> None:
     """The traceback, masked; a line past 100,000 characters cut (a huge message must not cost the
     memory the verdict needs)."""
-    for line in traceback.format_exception(type(error), error, error.__traceback__):
-        _write(
-            _mask(line if len(line) <= 100_000 else f"{line[:100_000]}... ({len(line) - 100_000} more characters)\n")
-        )
+    for part in traceback.format_exception(type(error), error, error.__traceback__):
+        chunk = part if len(part) <= 100_000 else f"{part[:100_000]}... ({len(part) - 100_000} more characters)\n"
+        lines = [printable(line) for line in _mask(chunk).split("\n")]  # an error's text cannot forge a line:
+        _write("\n".join(f"  {line}" if line.startswith("[retry") else line for line in lines))  # nor a verdict
 
 
 def _why(error: BaseException) -> str:
     """A failure of this file's own work in one line: its message, or what an unexpected error was."""
     return str(error) if isinstance(error, RetryError) else f"unexpected {describe(error)}"
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` on one line, or a word for a value whose ``repr`` fails."""
+    try:
+        return _one_line(repr(value), 80)
+    except Exception:
+        return "(a value that cannot be shown)"
 
 
 def describe(error: BaseException) -> str:

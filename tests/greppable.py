@@ -32,6 +32,17 @@ def literal_pieces() -> tuple[str, ...]:
     return tuple(piece.strip() for piece in pieces if len(piece.strip()) >= DISTINCTIVE)
 
 
+@functools.lru_cache(maxsize=1)
+def source_lines() -> tuple[str, ...]:
+    """Every line of the sources, as ``grep -F`` reads them."""
+    return tuple(line for name in SOURCES for line in (ROOT / name).read_text(encoding="utf-8").splitlines())
+
+
+def grep_finds(piece: str) -> bool:
+    """Whether ``grep -F piece`` finds a line of the sources."""
+    return any(piece in line for line in source_lines())
+
+
 def is_greppable(message: str) -> bool:
     text = message.strip()
     for prefix in PREFIXES:

@@ -1,8 +1,8 @@
 """The messages docs/troubleshooting.md and docs/faults.md quote are the ones the code prints.
 
 A quoted message is split at its placeholders (``...`` and ``<...>``, the parts that vary);
-each piece of at least :data:`greppable.DISTINCTIVE` characters must be written out in one
-string literal of the source, so that ``grep -F`` finds it there.  A message reworded in the
+each piece of at least :data:`greppable.DISTINCTIVE` characters must be written out on one
+line of the source, so that ``grep -F`` finds it there.  A message reworded in the
 code and not in the docs fails here.
 
 What counts as a quoted message: every backticked text in the first column of the tables of
@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
-from greppable import DISTINCTIVE, PREFIXES, ROOT, literal_pieces
+from greppable import DISTINCTIVE, PREFIXES, ROOT, grep_finds
 
 TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
 FAULTS = ROOT / "docs" / "faults.md"
@@ -82,8 +82,8 @@ def pieces(message: str) -> list[str]:
 
 
 def not_in_source(message: str) -> list[str]:
-    """The pieces of ``message`` that no string literal of the source holds."""
-    return [piece for piece in pieces(message) if not any(piece in literal for literal in literal_pieces())]
+    """The pieces of ``message`` that ``grep -F`` finds on no line of the source."""
+    return [piece for piece in pieces(message) if not grep_finds(piece)]
 
 
 TROUBLESHOOTING_MESSAGES = quoted(TROUBLESHOOTING, "what you see", sentences_only=False)

@@ -39,7 +39,8 @@ def test_invalid_settings_exit_with_the_config_code(
 def test_local_failure_relaunches_the_same_command_as_a_new_process(
     clean_env: pytest.MonkeyPatch, runtime: retry.Runtime, spawned: Spawned, clock: FakeClock, capsys: Any
 ) -> None:
-    clean_env.setenv("SOME_SETTING", "kept")
+    clean_env.setitem(retry._ENVIRON_AT_START, "SOME_SETTING", "kept")  # as the command started
+    clean_env.setenv("SOME_SETTING", "changed by the job")  # a fresh run of the command does not see it
     spawned.exit_code = 0
 
     with pytest.raises(SystemExit) as exit_info:
