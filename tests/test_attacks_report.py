@@ -11,7 +11,6 @@ import json
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -822,28 +821,6 @@ def _standin_report(platform: Any, clean_env: pytest.MonkeyPatch, capsys: Any) -
 
 @pytest.mark.e2e
 @pytest.mark.timeout(60)
-def test_e01_a_report_taken_while_the_controller_waits_does_not_count_it(
-    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: Any
-) -> None:
-    from standin import Platform
-
-    with Platform(tmp_path) as platform:
-        platform.trigger_on = {"error"}
-        platform.override(1, failure_rate=0.0)
-        platform.start(failure_type="crash", failure_rate=1.0, delay=4, retries=3)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(c.status == "started" for c in platform.controllers()):
-            time.sleep(0.05)
-        time.sleep(0.5)
-        during = _standin_report(platform, clean_env, capsys)
-        platform.wait_until_idle(40)
-        after = _standin_report(platform, clean_env, capsys)
-    assert (after["chains"], after["recovered"]) == (1, {"1": 1})
-    assert during["chains"] == 1, f"while the controller waited: {during['chains']} chains, {during['running']} running"
-
-
-@pytest.mark.e2e
-@pytest.mark.timeout(60)
 def test_e02_a_crash_retried_by_the_controller_that_crashes_again_is_one_chain_that_gave_up(
     tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -858,38 +835,6 @@ def test_e02_a_crash_retried_by_the_controller_that_crashes_again_is_one_chain_t
     assert len(controllers) == 2
     assert (document["chains"], document["gave_up"], document["no_verdict"]) == (1, 1, 0), document
     assert document["failed_attempts"] == 2
-
-
-@pytest.mark.e2e
-@pytest.mark.timeout(60)
-def test_e03_a_controller_among_look_alike_retries_keeps_to_8_requests(tmp_path: Path) -> None:
-    from standin import Platform
-
-    with Platform(tmp_path) as platform:
-        platform.trigger_on = {"error"}
-        platform.override(1, failure_rate=0.0)
-        first = platform.start(failure_type="crash", failure_rate=1.0, delay=3, retries=3)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not platform.controllers():
-            time.sleep(0.05)
-        for _ in range(25):  # the retries of 25 other jobs of the same herd, started by their controllers
-            platform._create(
-                {
-                    "project": PROJECT_ID,
-                    "commit": first.create_body["commit"],
-                    "step": "train",
-                    "title": first.title,
-                    "tags": ["nightly", "retry: 1"],
-                    "parameters": dict(first.create_body["parameters"]),
-                    "environment_variables": {"RETRY_PARENT": str(uuid.uuid4())},
-                },
-                dummy=True,
-            )
-        platform.wait_until_idle(45)
-        [ctl] = platform.controllers()
-        calls = platform.calls_of(ctl)
-    assert ctl.record is not None and ctl.record.outcome == "started"
-    assert len(calls) <= 8, f"{len(calls)} requests: {[c.path for c in calls]}"
 
 
 @pytest.mark.e2e

@@ -603,22 +603,6 @@ def test_a24_an_error_with_a_nul_byte_still_leaves_a_record(tmp_path: Path) -> N
 
 @pytest.mark.e2e
 @pytest.mark.timeout(60)
-def test_a25_a_plain_relaunch_and_start_cost_what_scale_md_says(tmp_path: Path) -> None:
-    # README: "A retry's start costs 2 API requests and a relaunch 3 (4 with checkpoints)".
-    # train.py passes checkpoint=; a 2 s delay makes the start set its Waiting detail.  (Expected to hold.)
-    with Platform(tmp_path, epoch_seconds=0.05) as platform:
-        platform.override(1, failure_rate=0.0)
-        first = platform.start(failure_rate=1.0, delay=2)
-        _, second = platform.wait_until_idle(40)
-        relaunch = platform.relaunch_calls(first)
-        start = platform.start_calls(second)
-    assert second.status == "complete"
-    assert len(relaunch) <= 4, [c.path for c in relaunch]
-    assert len(start) <= 2, [c.path for c in start]
-
-
-@pytest.mark.e2e
-@pytest.mark.timeout(60)
 def test_a26_a_user_stopping_the_named_copy_does_not_wake_the_other(platform: Platform) -> None:
     # how-it-works.md: "if a user stopped it ... no duplicate takes over behind the user's back".
     # (Expected to hold.)  Both copies wait 15 s (delay); the user stops the named one meanwhile.
