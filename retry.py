@@ -630,13 +630,15 @@ def _command_line() -> list[str]:
         raise RetryError("the script was read from standard input, so it cannot be run again: save it to a file")
     if not sys.executable:
         raise RetryError("the path of the Python interpreter is unknown (sys.executable is empty)")
-    path = os.path.join(_STARTED_IN, script)  # not __main__.__file__: a profiler or a zipapp has another
+    path = os.path.join(_STARTED_IN, script)  # __main__.__file__ may be a profiler's or inside a zipapp
     original = list(getattr(sys, "orig_argv", None) or [])
     module = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
     command, position = [sys.executable, *original[1:]], len(original) - len(_ARGV_AT_START)
     if not original and script == "-c":
         raise RetryError("a program given with -c cannot be run again before Python 3.10: save it to a file")
-    if not original and isinstance(module, str) and module != "__main__":  # python -m package.module
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)  # under -m, argv[0] is its file
+    ran_module = isinstance(main_file, str) and os.path.abspath(main_file) == os.path.abspath(path)
+    if not original and ran_module and isinstance(module, str) and module != "__main__":  # python -m package.module
         return [sys.executable, "-m", re.sub(r"\.__main__$", "", module), *_ARGV_AT_START[1:]]
     if original and not (0 < position < len(command) and command[position] == script):  # -c or -m, 3.10+
         return command

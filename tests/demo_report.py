@@ -15,6 +15,7 @@ Exit code: the report's, 1 when the chains or the report did not end in time, 13
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -98,12 +99,12 @@ def report(platform: Platform) -> int:
 def main() -> int:
     began = time.monotonic()
     # A token made for this run: the stand-in refuses any other on every call.
-    with (
-        tempfile.TemporaryDirectory(prefix="retry-demo-") as folder,
-        Platform(
-            Path(folder), token=secrets.token_hex(16), epoch_seconds=EPOCH_SECONDS, read_timeout=READ_TIMEOUT
-        ) as platform,
-    ):
+    with contextlib.ExitStack() as stack:  # one statement for both, as Python 3.8 reads it
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="retry-demo-"))
+        token, seconds = secrets.token_hex(16), EPOCH_SECONDS
+        platform = stack.enter_context(
+            Platform(Path(folder), token=token, epoch_seconds=seconds, read_timeout=READ_TIMEOUT)
+        )
         print(
             f"A local stand-in for Valohai (tests/standin.py, {platform.host}, a throwaway token) runs"
             f" {len(CHAINS)} chains\nof the sample step train.py at once, every attempt a real process"

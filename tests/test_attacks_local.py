@@ -231,8 +231,8 @@ def test_a_zipapp_runs_again(tmp_path: Path, mark: str) -> None:
 )
 def test_a_script_run_under_a_profiler_runs_again(tmp_path: Path, mark: str, wrapper: list[str]) -> None:
     """how-it-works.md: 'runs each retry as a fresh run of the same command line'. Under
-    `python -m cProfile job.py` the retry runs cProfile.py itself as the script; under
-    `python -m trace ... job.py` the chain even ends with exit code 0 though the job never succeeded."""
+    `python -m cProfile job.py` the retry must run job.py again, not cProfile.py as the script
+    (before Python 3.10, without the profiler: no flags are kept there)."""
     folder = project(tmp_path / "p", **{"job.py": FLAKY})
     result = run([PY, *wrapper, "job.py"], folder, mark)
     assert "returned 42" in result.out, result.both[-1500:]
