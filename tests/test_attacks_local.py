@@ -30,7 +30,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 SOURCE = (ROOT / "retry.py").read_text(encoding="utf-8")
 PY = sys.executable
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 
 # --- helpers --------------------------------------------------------------------------

@@ -820,7 +820,7 @@ def _standin_report(platform: Any, clean_env: pytest.MonkeyPatch, capsys: Any) -
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_e02_a_crash_retried_by_the_controller_that_crashes_again_is_one_chain_that_gave_up(
     tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -829,7 +829,7 @@ def test_e02_a_crash_retried_by_the_controller_that_crashes_again_is_one_chain_t
     with Platform(tmp_path) as platform:
         platform.trigger_on = {"error"}
         platform.start(failure_type="crash", failure_rate=1.0, delay=0, retries=1)
-        platform.wait_until_idle(45)
+        platform.wait_until_idle(100)
         document = _standin_report(platform, clean_env, capsys)
         controllers = platform.controllers()
     assert len(controllers) == 2
@@ -838,7 +838,7 @@ def test_e02_a_crash_retried_by_the_controller_that_crashes_again_is_one_chain_t
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_e04_a_controller_with_an_unreadable_payload_is_not_a_chain(
     tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -860,13 +860,13 @@ def test_e04_a_controller_with_an_unreadable_payload_is_not_a_chain(
                 "inherit_environment_variables": True,
             }
         )
-        platform.wait_until_idle(45)
+        platform.wait_until_idle(100)
         document = _standin_report(platform, clean_env, capsys)
     assert (document["chains"], document["first_attempt"], document["no_verdict"]) == (1, 1, 0), document
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_e07_a_controller_whose_create_answer_is_lost_once_leaves_one_working_retry(
     tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -877,7 +877,7 @@ def test_e07_a_controller_whose_create_answer_is_lost_once_leaves_one_working_re
         platform.override(1, failure_rate=0.0)
         platform.start(failure_type="crash", failure_rate=1.0, delay=0, retries=3)
         platform.inject(Fault("POST", "/api/v0/executions/", "lost"))  # the controller's create: the only one
-        executions = platform.wait_until_idle(45)
+        executions = platform.wait_until_idle(100)
         document = _standin_report(platform, clean_env, capsys)
         [ctl] = platform.controllers()
         calls = platform.calls_of(ctl)

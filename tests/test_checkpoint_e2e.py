@@ -13,7 +13,7 @@ from standin import COMMIT, PROJECT_ID, Execution, Platform
 
 import retry
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(40)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 JOB = str(Path(__file__).resolve().parent / "jobs" / "job.py")
 CREATE = "/api/v0/executions/"
@@ -109,10 +109,10 @@ def test_a_retry_that_saved_nothing_hands_on_the_checkpoint_it_was_given(tmp_pat
 def test_an_execution_restarted_by_valohai_resumes_from_its_restart_input(tmp_path: Path) -> None:
     with Platform(tmp_path, extra_env={"TRAIN_OUTAGE_ATTEMPTS": "1"}) as platform:
         platform.start(retries=0)  # fails in epoch 3 and gives up: an interrupted run
-        [interrupted] = platform.wait_until_idle(30)
+        [interrupted] = platform.wait_until_idle(100)
         uploaded = sorted(datum.name for datum in platform.outputs_of(interrupted))
         platform.start(inputs=platform.restart_inputs(interrupted), retries=0)
-        _, restarted = platform.wait_until_idle(30)
+        _, restarted = platform.wait_until_idle(100)
     assert uploaded == ["checkpoint-epoch-0001.json", "checkpoint-epoch-0002.json"]
     assert resumed_from(restarted) == "checkpoint-epoch-0002.json"
     assert epochs_logged(restarted)[0] == 3
@@ -120,7 +120,7 @@ def test_an_execution_restarted_by_valohai_resumes_from_its_restart_input(tmp_pa
 
 def platform_chain(platform: Platform, **parameters: Any) -> list[Execution]:
     platform.start(failure_rate=0.0, delay=0, **parameters)
-    executions = platform.wait_until_idle(30)
+    executions = platform.wait_until_idle(100)
     assert all(execution.exit_code in (0, retry.EXIT_RETRY_STARTED) for execution in executions), platform.summary()
     assert platform.leaks() == []
     return executions
@@ -129,7 +129,7 @@ def platform_chain(platform: Platform, **parameters: Any) -> list[Execution]:
 def test_the_standin_plays_the_data_api_like_valohai(tmp_path: Path) -> None:
     with Platform(tmp_path, extra_env={"TRAIN_OUTAGE_ATTEMPTS": "1"}) as platform:
         platform.start(retries=0)
-        [execution] = platform.wait_until_idle(30)
+        [execution] = platform.wait_until_idle(100)
         headers = {"Authorization": f"Token {platform.token}"}
         listed = requests.get(
             f"{platform.host}/api/v0/data/",

@@ -28,7 +28,7 @@ from standin import COMMIT, ENVIRONMENT, PROJECT_ID, ROOT, Platform
 
 import retry
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 CHAIN_TIMEOUT = 15.0
 VH_TIMEOUT = 15.0
@@ -101,7 +101,7 @@ def git_clone_at_commit(folder: Path, home: Path) -> None:
         ["commit", "--quiet", "--message", "The sample step"],
         ["update-ref", f"refs/replace/{COMMIT}", "HEAD"],
     ):
-        subprocess.run(["git", *command], cwd=folder, env=env, check=True, capture_output=True, timeout=10)
+        subprocess.run(["git", *command], cwd=folder, env=env, check=True, capture_output=True, timeout=60)
 
 
 _IDENTITY = {"NAME": "Stand-in", "EMAIL": "standin@example.com", "DATE": "2025-01-15T09:30:00Z"}

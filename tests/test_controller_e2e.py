@@ -12,7 +12,7 @@ from standin import Execution, Platform
 
 import retry
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 
 def trains(platform: Platform, executions: list[Execution]) -> list[Execution]:
@@ -39,7 +39,7 @@ def platform(tmp_path: Path) -> Platform:
 def test_a_crash_is_retried_once_from_the_newest_checkpoint_and_the_retry_completes(platform: Platform) -> None:
     with platform:
         platform.start(failure_type="crash", delay=1, retries=3)
-        executions = platform.wait_until_idle(45)
+        executions = platform.wait_until_idle(100)
         [controller] = platform.controllers()
         controller_calls = platform.calls_of(controller)
         assert platform.leaks() == []
@@ -65,7 +65,7 @@ def test_a_crash_is_retried_once_from_the_newest_checkpoint_and_the_retry_comple
 def test_a_failure_retry_py_relaunched_itself_gets_nothing_more(platform: Platform) -> None:
     with platform:
         platform.start(failure_type="connection", delay=0, retries=3)
-        executions = platform.wait_until_idle(45)
+        executions = platform.wait_until_idle(100)
     failed, retried = trains(platform, executions)
     [controller] = platform.controllers()
     assert failed.record is not None and failed.record.heir == retried.id
@@ -78,7 +78,7 @@ def test_a_failure_retry_py_relaunched_itself_gets_nothing_more(platform: Platfo
 def test_an_error_judged_not_transient_gets_nothing(platform: Platform) -> None:
     with platform:
         platform.start(failure_type="bug", failure_rate=1.0)
-        executions = platform.wait_until_idle(45)
+        executions = platform.wait_until_idle(100)
     [failed] = trains(platform, executions)
     [controller] = platform.controllers()
     assert (
@@ -97,7 +97,7 @@ def test_a_stopped_execution_gets_nothing(tmp_path: Path) -> None:
             time.sleep(0.05)
         time.sleep(0.5)
         platform.stop(execution)
-        platform.wait_until_idle(45)
+        platform.wait_until_idle(100)
     [controller] = platform.controllers()
     assert execution.status == "stopped"
     assert controller.verdict == f"Nothing to do: #{execution.counter} was stopped by a user"
@@ -107,10 +107,10 @@ def test_a_stopped_execution_gets_nothing(tmp_path: Path) -> None:
 def test_a_payload_handled_twice_starts_nothing_the_second_time(platform: Platform) -> None:
     with platform:
         platform.start(failure_type="crash", delay=0, retries=3)
-        platform.wait_until_idle(45)
+        platform.wait_until_idle(100)
         crashed = trains(platform, list(platform.executions.values()))[0]
         platform.fire_trigger(crashed)  # the same event, delivered again
-        platform.wait_until_idle(45)
+        platform.wait_until_idle(100)
     first, second = platform.controllers()
     retried = trains(platform, list(platform.executions.values()))[1]
     assert first.record is not None and first.record.heir == retried.id
@@ -122,7 +122,7 @@ def test_a_trigger_that_fires_twice_at_once_still_leaves_one_retry_working(platf
     with platform:
         platform.trigger_fires = 2
         platform.start(failure_type="crash", delay=0, retries=3)
-        executions = platform.wait_until_idle(45)
+        executions = platform.wait_until_idle(100)
     crashed, *copies = trains(platform, executions)
     assert 1 <= len(copies) <= 2
     assert [did_work(copy) for copy in copies].count(True) == 1  # a copy made by both stood down

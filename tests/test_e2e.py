@@ -13,7 +13,7 @@ from standin import Execution, Fault, Platform
 
 import retry
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(40)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 CHAIN_TIMEOUT = 30.0
 CREATE = "/api/v0/executions/"

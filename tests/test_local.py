@@ -19,7 +19,7 @@ from greppable import not_greppable, retry_lines
 
 import retry
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 JOB = ROOT / "tests" / "jobs" / "job.py"
 
@@ -42,7 +42,7 @@ def events_of(path: Path) -> list[dict[str, Any]]:
 
 def run_job(command: list[str], cwd: Path, environ: dict[str, str], **options: Any) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=20, check=False, **options
+        command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=100, check=False, **options
     )
     assert not_greppable(retry_lines(result.stderr)) == [], "messages that grep -F cannot find in the source"
     return result
@@ -140,7 +140,7 @@ def sigterm_during_the_retrys_wait(command: list[str], cwd: Path, environ: dict[
             if re.search(r"retry 1/1 waits [0-9]+ s before it starts work", line):
                 break
         process.send_signal(signal.SIGTERM)
-        return process.wait(timeout=10)
+        return process.wait(timeout=60)
     finally:
         process.kill()
         process.wait()

@@ -117,14 +117,14 @@ def test_every_name_of_the_code_the_page_cites_exists() -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(150)
 def test_the_checks_inside_an_execution_print_what_the_page_expects(tmp_path: Path) -> None:
     (tmp_path / "checks.json").write_text(json.dumps(INSIDE))
     (tmp_path / "job.py").write_text(JOB)
     environ = {"PLATFORM_CHECKS": str(tmp_path / "checks.json")}
     with Platform(tmp_path / "standin", script=str(tmp_path / "job.py"), extra_env=environ) as platform:
         execution = platform.start()
-        platform.wait_until_idle(30)
+        platform.wait_until_idle(100)
         printed = [line for _, _, line in execution.log if line.startswith("CHECK ")]
         execution.status_details.clear()  # the checks' own texts, not messages of retry.py
     assert len(printed) == len(INSIDE) == 7
@@ -143,13 +143,13 @@ def test_the_checks_inside_an_execution_print_what_the_page_expects(tmp_path: Pa
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(150)
 @pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
 def test_the_checks_from_a_laptop_run_against_the_standin(tmp_path: Path) -> None:
     with Platform(tmp_path / "standin") as platform:
         platform.override(0, failure_rate=0.0)  # the check's create starts a first attempt: let it succeed
         execution = platform.start(failure_rate=0.0)
-        platform.wait_until_idle(30)
+        platform.wait_until_idle(100)
         environ = {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOST": platform.host,
@@ -167,12 +167,12 @@ def test_the_checks_from_a_laptop_run_against_the_standin(tmp_path: Path) -> Non
                 env=environ,
                 capture_output=True,
                 text=True,
-                timeout=20,
+                timeout=100,
                 check=False,
             )
             assert done.returncode == 0 and "Traceback" not in done.stderr, (command, done.stderr)
             outputs.append(done.stdout)
-        platform.wait_until_idle(30)
+        platform.wait_until_idle(100)
     assert len(outputs) == 7
     statuses, entries, pages, data, created, headers, detail_and_log = outputs
     assert "'complete'" in statuses

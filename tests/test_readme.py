@@ -89,14 +89,14 @@ def run(command: str, cwd: Path, **environ: str) -> subprocess.CompletedProcess[
     line = command.replace(".venv/bin/python", sys.executable)
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **environ}
     result = subprocess.run(
-        ["sh", "-c", line], cwd=cwd, env=environ, capture_output=True, text=True, timeout=30, check=False
+        ["sh", "-c", line], cwd=cwd, env=environ, capture_output=True, text=True, timeout=100, check=False
     )
     assert not_greppable(retry_lines(result.stderr)) == [], "messages that grep -F cannot find in the source"
     return result
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(150)
 @pytest.mark.parametrize("command", sorted(LOCAL))
 def test_each_local_command_ends_as_the_readme_says(command: str, tmp_path: Path) -> None:
     code, line = LOCAL[command]
@@ -111,7 +111,7 @@ def sample_output(markdown: str) -> list[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(150)
 def test_the_quickstart_prints_what_the_readme_shows(tmp_path: Path) -> None:
     [quickstart] = [command for command in LOCAL if command.startswith("TRAIN_OUTAGE_ATTEMPTS")]
     began = time.monotonic()
@@ -129,11 +129,11 @@ def test_the_quickstart_prints_what_the_readme_shows(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(150)
 def test_the_report_command_reports_on_a_project(tmp_path: Path) -> None:
     with Platform(tmp_path) as platform:
         platform.start(failure_rate=0.0)
-        platform.wait_until_idle(30)
+        platform.wait_until_idle(100)
         assert platform.token is not None
         command = REPORT.replace("VH_API_TOKEN=...", f"VH_API_TOKEN={platform.token}")
         command = command.replace("<project id>", PROJECT_ID)
@@ -143,7 +143,7 @@ def test_the_report_command_reports_on_a_project(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(150)
 @pytest.mark.parametrize("command", sorted(DEMO))
 def test_the_demo_prints_a_real_report_without_a_token(command: str) -> None:
     began = time.monotonic()

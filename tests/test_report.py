@@ -789,7 +789,7 @@ def test_the_script_runs_by_itself(clean_env: pytest.MonkeyPatch) -> None:
         [sys.executable, str(ROOT / "chains.py"), "report", "--project", PROJECT_ID, "--days", "0"],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=100,
         check=False,
     )
     assert (done.returncode, done.stdout) == (retry.EXIT_BAD_CONFIG, "")

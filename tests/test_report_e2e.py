@@ -16,7 +16,7 @@ from standin import PROJECT_ID, PROJECT_NAME, Execution, Fault, Platform
 import chains
 import retry
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(40)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN_TIMEOUT = 30.0
@@ -94,7 +94,7 @@ def report(platform: Platform, *options: str) -> str:
         env=environ,
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=100,
         check=False,
     )
     assert (done.returncode, done.stderr) == (0, "")

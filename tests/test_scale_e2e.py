@@ -17,11 +17,11 @@ import scale
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_a_herd_in_a_crowded_project_keeps_each_relaunch_and_start_within_its_limit(tmp_path: Path) -> None:
     # 12 chains failing at once, half with checkpoints; 300 look-alikes appear as the first
     # create is served, between every parent and its retry; list entries abridged.
-    run = scale.measure([False, True] * 6, others=300, delay=2.0, workdir=tmp_path, timeout=40.0)
+    run = scale.measure([False, True] * 6, others=300, delay=2.0, workdir=tmp_path, timeout=100.0)
     assert run.executions == 12 + 300 + 12  # no copy of a retry was made
     assert run.lists == 0  # nothing read the project's execution list
     for chain in run.chains:
@@ -34,7 +34,7 @@ def test_a_herd_in_a_crowded_project_keeps_each_relaunch_and_start_within_its_li
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(150)
 def test_a_retry_that_reads_its_parent_before_the_record_starts_with_four_requests(tmp_path: Path) -> None:
     # The parent's record is stored 1.5 s late: the retry's first read finds none, so it sets its
     # Waiting detail, waits out its 5 s delay, says it waits for the record, and reads again.
@@ -42,7 +42,7 @@ def test_a_retry_that_reads_its_parent_before_the_record_starts_with_four_reques
     with Platform(tmp_path, script=scale.JOB, extra_env=environ, read_timeout=scale.READ_TIMEOUT) as platform:
         platform.inject(Fault("POST", r".*/status-detail/", "late", seconds=1.5))
         first = platform.start()
-        executions = platform.wait_until_idle(timeout=30)
+        executions = platform.wait_until_idle(timeout=100)
         [heir] = [e for e in executions if first.record is not None and e.id == first.record.heir]
         start = [scale.label(call, heir, first) for call in platform.start_calls(heir)]
     assert len(executions) == 2 and heir.status == "complete"

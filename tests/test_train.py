@@ -64,7 +64,7 @@ def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=100,
             check=False,
             env={"PATH": "/usr/bin:/bin", "VH_OUTPUTS_DIR": outputs, "TRAIN_EPOCH_SECONDS": "0.02", **(env or {})},
         )
