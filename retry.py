@@ -104,8 +104,7 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
         _end_process(platform.record(f"invalid retry settings: {exc}", Record("invalid", 0), EXIT_BAD_CONFIG))
     platform.announce(policy, state)
     try:
-        platform.claim(state, policy)  # a copy of a retry that its parent did not name stands down
-        wait_for_turn(state.not_before, policy, state.done, runtime)
+        _take_turn(platform, state, policy)  # waits; a copy of a retry that its parent did not name stands down
         result = _call(fn)
     except _StoodDown:
         _end_process(0)
@@ -159,10 +158,26 @@ def handle_failure(error: BaseException, policy: Policy, *, runtime: Runtime | N
         return _process.outcome
 
 
+def _take_turn(platform: _Valohai | _Local, state: ChainState, policy: Policy) -> None:
+    """Wait for the retry's not-before instant, then make sure this copy is the one that works (else
+    :class:`_StoodDown`): once per process, as a second ``run`` (a later stage, a thread) is the same attempt."""
+    with _process.turn:
+        if _process.works is None:
+            wait_for_turn(state.not_before, policy, state.done, platform.runtime)
+            _process.works = platform.claim(state, policy)
+    if not _process.works:
+        raise _StoodDown
+
+
 def _interrupted(platform: _Valohai | _Local, state: ChainState) -> int:
-    """Ctrl-C ends the chain: say so (the interrupt itself goes on)."""
-    message = f"Not retried: attempt {state.done + 1} was interrupted (KeyboardInterrupt)"
-    return platform.record(message, Record("not_retried", state.done, cause="KeyboardInterrupt"), EXIT_GAVE_UP)
+    """Ctrl-C ends the chain: say so (the interrupt itself goes on).  Once a create was sent, the
+    retry may exist all the same: the record then says so, as its copies decide by it."""
+    sent, attempt = platform.sent if isinstance(platform, _Valohai) else None, state.done + 1
+    if sent is None:
+        message = f"Not retried: attempt {attempt} was interrupted (KeyboardInterrupt)"
+        return platform.record(message, Record("not_retried", state.done, cause="KeyboardInterrupt"), EXIT_GAVE_UP)
+    message = f"Not retried: attempt {attempt} was interrupted (KeyboardInterrupt) after a create was sent: retry {sent.retry} may exist all the same; look for the tag 'retry: {sent.retry}'"  # noqa: E501 - one line to grep
+    return platform.record(message, sent, EXIT_RETRY_UNCONFIRMED)
 
 
 def _policy_from(policy: object, settings: Mapping[str, Any]) -> Policy:
@@ -306,6 +321,7 @@ class _Valohai:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.sent: Record | None = None  # once a create was sent: the record that holds if Ctrl-C ends the start
 
     def read_state(self) -> ChainState:
         """The retries before this attempt (its tag, else why it is unknown), and its parent."""
@@ -321,49 +337,44 @@ class _Valohai:
         if policy.retries and not self.runtime.environ.get("VH_API_TOKEN", "").strip():
             _say("warning: VH_API_TOKEN is not set, so a failure here cannot start a retry")
 
-    def claim(self, state: ChainState, policy: Policy) -> None:
-        """Find the copy that works: the one its parent's record names; another stands down.
+    def claim(self, state: ChainState, policy: Policy) -> bool:
+        """Whether this copy works: the one its parent's record names does; another stands down.
 
         A lost create answer can leave two copies of a retry; the parent names the one it
         confirmed.  While it has neither ended nor named one, this copy waits, bounded; a parent
         that ended naming none (it crashed, or a retry controller started this copy) leaves it to
-        the lowest copy that works.  Unable to check, a copy works.
+        the lowest copy.  Unable to check, a copy works.
         """
-        if not state.parent or _process.claimed:
-            return
-        _process.claimed = True  # a second run() in this process is the same attempt
+        if not state.parent:
+            return True
         number = state.done
         try:
             if "_restart" in _config_json("inputs.json") or os.path.isdir(valohai.paths.get_inputs_path("_restart")):
-                return  # Valohai restarted the copy that works after a spot interruption: this is it
+                return True  # Valohai restarted the copy that works after a spot interruption: this is it
             me = read_execution()
             parent = _detail(self.api(CHECK_BUDGET), state.parent)
             if read_record(parent) is None and _status(parent) in INCOMPLETE_STATUSES:
-                wait_for_turn(state.not_before, policy, state.done, self.runtime)  # time enough to write it
-                parent = self._await_record(state.parent)
+                parent = self._await_record(state.parent)  # it had the delay to write it: a little more
             record = read_record(parent)
             number = record.retry if record else state.done
-            if record and record.outcome == "started" and record.heir != me.id:
+            if record and record.outcome == "started":
+                if record.heir == me.id:
+                    return True
                 stood = (
                     f"Stood down: {_counter_text(parent)} named another execution as retry {number}/{policy.retries}"
                 )
                 self.record(f"{stood}; this copy did nothing", Record("stood_down", number, record.heir), 0)
-                raise _StoodDown
-            if record and record.outcome == "started":
-                return
+                return False
             like = {"step": me.step, "title": me.title, "parameters": _config_json("parameters.json") or None}
             twin = find_copy(self.api(CHECK_BUDGET), me.project_id, parent, number, like, below=me.counter)
-        except _StoodDown:
-            raise
         except Exception as exc:  # an answer of a shape never seen too: the job must not pay for the check
             _say(f"could not check that this is the only retry {number} of its parent, so doing the work: {_why(exc)}")
-            return
-        if twin is not None:
-            stood = f"Stood down: {_counter_text(twin)} is already retry {number}/{policy.retries} of the same failure"
-            self.record(
-                f"{stood} and does the work; this copy did nothing", Record("stood_down", number, twin["id"]), 0
-            )
-            raise _StoodDown
+            return True
+        if twin is None:
+            return True
+        stood = f"Stood down: {_counter_text(twin)} is already retry {number}/{policy.retries} of the same failure"
+        self.record(f"{stood} and does the work; this copy did nothing", Record("stood_down", number, twin["id"]), 0)
+        return False
 
     def _await_record(self, parent_id: str) -> dict[str, Any]:
         deadline, pause = self.runtime.monotonic() + PARENT_WAIT, 0.5  # the parent, once it names one or ends
@@ -407,15 +418,17 @@ class _Valohai:
             if policy.checkpoint:
                 pending = _finished_outputs(policy.checkpoint_pattern)  # live uploads under way
                 payload["inputs"] = inputs_with_checkpoint(payload, api, execution.id, policy, pending=pending)
+            self.sent = Record("unconfirmed", decision.number, cause=summary)
             created, unconfirmed = create_retry(api, payload, policy.checkpoint)
         except Exception as exc:
             return self._not_started(exc, decision.number, policy, summary, unconfirmed)
         number, counter = decision.number, counter_of(created)
+        self.sent = Record("started", number, str(created["id"]), summary)
         _say(f"retry {number}/{policy.retries} is execution {_counter_text(created)}: {display_url(created)}")
         message = f"{summary} - retry {number}/{policy.retries} started as #{counter}"
         if counter is None:
             message = f"{summary} - retry {number}/{policy.retries} started (the API did not say its number)"
-        return self.record(message, Record("started", number, str(created["id"]), summary), EXIT_RETRY_STARTED)
+        return self.record(message, self.sent, EXIT_RETRY_STARTED)
 
     def _not_started(self, exc: Exception, number: int, policy: Policy, summary: str, unconfirmed: bool) -> int:
         if not isinstance(exc, RetryError):  # a bug, or an answer of a shape never seen
@@ -495,9 +508,9 @@ def find_copy(
     """The lowest copy of retry ``number`` of ``parent`` (below counter ``below``), if any; bounded.
 
     The executions between parent and ``below`` are listed, and look-alikes (a sweep's other
-    chains) told apart by what the list shows (``like``: step, title, parameters) before any
-    detail is read.  With ``working``, a copy that stood down, or failed without a verdict
-    (crashed, stopped before its job ran), does not count.  Only for a parent that named none.
+    chains) told apart by what the list shows (``like``: step, title, parameters, tags) before any
+    detail is read.  With ``working``, a copy that stood down (or had invalid settings) does not
+    count; one that crashed or was stopped does, as a named one would.  Only for a parent that named none.
     ``bounds``: list pages and details read at most (:data:`FALLBACK_PAGES`, ... by default).
     """
     pages, details = bounds[0] or FALLBACK_PAGES, bounds[1] or FALLBACK_DETAILS
@@ -513,13 +526,15 @@ def find_copy(
     except ListTooLongError as exc:  # what was read may hold the copy all the same
         cut = exc
     alike = [i for i in found if all(i.get(k) in (None, v) for k, v in like.items() if v is not None)]
-    alike = sorted((i for i in alike if retry_number(tags_of(i)) == number), key=lambda i: counter_of(i) or 0)
+    alike = sorted(
+        (i for i in alike if "tags" not in i or retry_number(tags_of(i)) == number), key=lambda i: counter_of(i) or 0
+    )
     for item in alike[:details]:
-        whole = all(key in item for key in ("environment_variables", "status", "status_detail"))
+        whole = all(key in item for key in ("environment_variables", "status_detail", "tags"))
         known = item if whole else _detail(api, str(item.get("id")))
-        record = read_record(known)  # without one, any end but complete (a status never seen too) is gone
-        gone = record.outcome in ("stood_down", "invalid") if record else _status(known) not in NOT_FAILED_STATUSES
-        if parent_of(known) == parent.get("id") and not (working and gone):
+        record = read_record(known)
+        ours = parent_of(known) == parent.get("id") and retry_number(tags_of(known)) == number
+        if ours and not (working and record and record.outcome in ("stood_down", "invalid")):
             return known
     if cut is not None or len(alike) > details:
         raise cut or APIError(f"more than {details} look-alike executions to read; stopped there")
@@ -549,8 +564,9 @@ class _Local:
         else:
             _say(f"{attempt}, running locally as '{tag}'" if state.done else f"{attempt}, running locally")
 
-    def claim(self, state: ChainState, policy: Policy) -> None:
+    def claim(self, state: ChainState, policy: Policy) -> bool:
         """Nothing to find: locally one process of a chain runs at a time."""
+        return True
 
     def start_retry(self, decision: Decision, state: ChainState, policy: Policy, summary: str, error: Any) -> int:
         """Replace this process with the retry, the same command (so it does not return); or say why not."""
@@ -662,9 +678,10 @@ _IGNORED_AT_START = {number for number in signal.valid_signals() if signal.getsi
 class _ProcessState:
     state: ChainState | None = None  # what one process remembers: its chain, once read
     policy: Policy | None = None  # the running retry.run's: checkpoint_path() reads its settings
-    claimed: bool = False  # this retry made sure it is the copy that works
+    works: bool | None = None  # this attempt waited its turn, and is the copy that works (or stood down)
     outcome: int | None = None  # the exit code of the one failure it acted on
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+    turn: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # held while it waits and checks
 
 
 _process = _ProcessState()
@@ -675,16 +692,17 @@ CHAIN_VARIABLES = ("RETRY_LOCAL_NUMBER", "RETRY_NOT_BEFORE", "RETRY_PARENT", "RE
 def _chain_state(platform: _Valohai | _Local) -> ChainState:
     """What the chain handed this attempt, read once per process and taken out of the environment
     (so that programs the job starts cannot take themselves for late retries)."""
-    if _process.state is None:
-        environ = platform.runtime.environ
-        not_before, checkpoint = environ.get("RETRY_NOT_BEFORE") or None, environ.get("RETRY_CHECKPOINT") or None
-        _process.state = dataclasses.replace(platform.read_state(), not_before=not_before, checkpoint=checkpoint)
-        if isinstance(environ, MutableMapping):
-            for name in CHAIN_VARIABLES:
-                environ.pop(name, None)
-            if isinstance(platform, _Valohai):  # programs this one starts know they are not the execution
-                environ["RETRY_OWNER_PID"] = str(os.getpid())
-    return _process.state
+    with _process.lock:  # a second run() in another thread reads the same
+        if _process.state is None:
+            environ = platform.runtime.environ
+            not_before, checkpoint = environ.get("RETRY_NOT_BEFORE") or None, environ.get("RETRY_CHECKPOINT") or None
+            _process.state = dataclasses.replace(platform.read_state(), not_before=not_before, checkpoint=checkpoint)
+            if isinstance(environ, MutableMapping):
+                for name in CHAIN_VARIABLES:
+                    environ.pop(name, None)
+                if isinstance(platform, _Valohai):  # programs this one starts know they are not the execution
+                    environ["RETRY_OWNER_PID"] = str(os.getpid())
+        return _process.state
 
 
 def current_retry(runtime: Runtime | None = None) -> int:
@@ -950,7 +968,7 @@ def build_retry_payload(
         if (value := entry.get("value") if isinstance(entry, dict) else entry) is not None
         and not (isinstance(entry, dict) and entry.get("secret"))
         and name not in ("VH_API_TOKEN", *CHAIN_VARIABLES)
-        and str(value) not in _secrets  # the token under another name
+        and not any(secret in str(value) for secret in _secrets)  # the token under another name, or inside one
     }
     variables.update(RETRY_PARENT=parent_id, **({"RETRY_NOT_BEFORE": not_before} if not_before else {}))
     inputs, parameters, groups = (
@@ -1036,6 +1054,8 @@ def parent_of(item: Mapping[str, Any]) -> str | None:
 
 #: The longest a relaunch waits for checkpoints still being live-uploaded, in seconds.
 CHECKPOINT_UPLOAD_WAIT = 10.0
+#: The outputs a relaunch reads (one page, newest first) to find the newest checkpoint.
+OUTPUTS_PAGE = 1000
 
 
 def checkpoint_path(input_name: str | None = None, pattern: str | None = None) -> Path | None:
@@ -1128,30 +1148,27 @@ def _listed_files(entry: Any) -> list[dict[str, Any]]:
 def newest_checkpoint(api: ValohaiAPI, execution_id: str, pattern: str) -> tuple[dict[str, Any] | None, set[str]]:
     """The newest output of ``execution_id`` that matches ``pattern``, and the names of all shown.
 
-    Asked newest first (``ordering=-ctime``, as ``vh data list`` asks): reading stops at the first
-    page that holds one, unless the server does not keep that order (then it reads on, bounded).
-    Only the execution's own outputs count: a datum of another owner, or of none that can be told,
-    is never handed on.
+    One page, asked newest first (``ordering=-ctime``, as ``vh data list`` asks): the newest
+    :data:`OUTPUTS_PAGE` outputs, whatever the execution has.  Only the execution's own outputs
+    count: a datum of another owner, or of none that can be told, is never handed on.
     """
-    newest, newest_age, names, last, ordered = None, (0.0, ""), set(), None, True
+    newest, newest_age, names, listed = None, (0.0, ""), set(), 0
     params = {"output_execution": execution_id, "ordering": "-ctime"}
     try:
-        for page in api.pages("/api/v0/data/", params, page_size=1000):
+        for page in api.pages("/api/v0/data/", params, page_size=OUTPUTS_PAGE, max_pages=1):
+            listed = len(page)
             for datum in page:
                 owner, name, moment = datum.get("output_execution"), _text(datum.get("name")), 0.0
-                with contextlib.suppress(ValueError, OverflowError, AttributeError):  # a garbled time is no time
-                    moment = parse_instant(datum.get("ctime"))  # type: ignore[arg-type]
-                ordered, last = ordered and (last is None or moment <= last), moment  # all entries tell the order
                 if not (isinstance(owner, dict) and owner.get("id") == execution_id):
                     continue  # another execution's output, or one nobody can tell (a bare id, say)
+                with contextlib.suppress(ValueError, OverflowError, AttributeError):  # a garbled time is no time
+                    moment = parse_instant(datum.get("ctime"))  # type: ignore[arg-type]
                 age = (moment, str(name))
                 if name and _text(datum.get("id")) and fnmatch.fnmatchcase(name, pattern):
                     names.add(name)
                     newest, newest_age = (datum, age) if newest is None or age > newest_age else (newest, newest_age)
-            if ordered and newest is not None:
-                break  # newest first: what follows is older
-    except ListTooLongError as exc:
-        _say(f"{exc}; the retry gets the newest checkpoint read so far")
+    except ListTooLongError:  # a constant cost, whatever the execution holds
+        _say(f"more outputs than one page lists: the retry gets the newest checkpoint among the {listed} newest")
     return newest, names
 
 
@@ -1797,7 +1814,7 @@ _secrets: set[str] = set()  # every token this process has used or seen: masked 
 
 
 def _remember_secret(secret: str) -> None:
-    if secret:
+    if len(secret) >= MIN_TOKEN_LENGTH:  # a shorter one is refused, never sent: masking "1" would garble all
         _secrets.add(secret)
 
 

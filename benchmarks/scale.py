@@ -15,8 +15,8 @@ Per chain it counts the requests of two moments, and reports their maximum and m
 - relaunch: what the failed execution asked to start its retry, from reading its own detail
   to its end (its detail, its outputs list with checkpoints, the create call, the status
   detail that ends in its record);
-- start: what the retry asked before its work started (its parent's detail, its
-  ``Waiting N s`` status detail, and whatever else it needed).
+- start: what the retry asked before its work started (its ``Waiting N s`` status
+  detail, its parent's detail, and whatever else it needed).
 
 Limits: a start at most 4 requests, a relaunch at most 3 (4 with checkpoints); no request
 lists the project's executions. A retry that starts after its delay has passed sends no

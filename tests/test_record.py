@@ -7,6 +7,8 @@ a parent that ended without naming an heir leaves a copy to look for others, bou
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -286,20 +288,34 @@ UNCONFIRMED = parent(record=retry.Record("unconfirmed", 1, cause=SUMMARY))
 @pytest.mark.parametrize(
     ("twin", "stands_down"),
     [
-        ({"status": "error", "status_detail": None}, False),  # crashed before its job: it never worked
-        ({"status": "stopped"}, False),
-        ({"status": "system_error"}, False),  # a status never seen: ended, and not complete
+        # A crash or a Stop is the chain's fate, as for a named copy: a retry controller retries a
+        # crash; were this copy to work too, the crash's retry and this one would both run the chain.
+        ({"status": "error", "status_detail": None}, True),
+        ({"status": "stopped"}, True),
+        ({"status": "system_error"}, True),  # a status never seen
         ({"status": "error", "status_detail": retry.status_with_record("x", retry.Record("stood_down", 1))}, False),
+        ({"status": "error", "status_detail": retry.status_with_record("x", retry.Record("invalid", 1))}, False),
         ({"status": "error", "status_detail": retry.status_with_record("x", named("id-47"))}, True),  # lives on
         ({"status": "error", "status_detail": retry.status_with_record("x", retry.Record("gave_up", 1))}, True),
         ({"status": "started"}, True),
         ({"status": "queued"}, True),
         ({"status": "complete"}, True),
     ],
-    ids=["crashed", "stopped", "unknown", "stood-down", "relaunched", "gave-up", "started", "queued", "complete"],
+    ids=[
+        "crashed",
+        "stopped",
+        "unknown",
+        "stood-down",
+        "invalid",
+        "relaunched",
+        "gave-up",
+        "started",
+        "queued",
+        "complete",
+    ],
 )
 @pytest.mark.parametrize("parent_detail", [UNCONFIRMED, parent(text="Waiting 5 s")], ids=["unconfirmed", "killed"])
-def test_without_a_named_heir_the_lowest_copy_that_works_does_it(
+def test_without_a_named_heir_the_lowest_copy_that_did_not_stand_down_does_it(
     config_dir: Path,
     api: responses.RequestsMock,
     runtime: retry.Runtime,
@@ -422,3 +438,117 @@ def test_a_relaunch_names_the_copy_it_confirmed(
 
     assert retry.handle_failure(ConnectionError("db down"), retry.Policy(), runtime=runtime) == 75
     assert records(api) == [retry.Record("started", 1, heir="id-42", cause="ConnectionError: db down")]
+
+
+def test_a_list_entry_without_tags_is_read_whole_so_a_twin_is_not_missed(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    this_copy(config_dir, monkeypatch, counter=44)
+    expect_parent(api, UNCONFIRMED)
+    abridged = {"id": "id-42", "counter": 42, "status": "started", "step": "train"}  # no tags shown
+    api.get(CREATE_URL, json=page({"id": "id-44", "counter": 44}, abridged, UNCONFIRMED), match=[AUTH])
+    api.get(f"{HOST}/api/v0/executions/id-42/", json=copy_of_retry(42, status="started"))
+    api.post(STATUS_URL)
+
+    assert run_copy(runtime) == (0, [])
+    assert records(api) == [retry.Record("stood_down", 1, heir="id-42")]
+
+
+# --- one turn per process: threads, and a not-before that had to be clamped ----------------
+
+
+def test_a_not_before_clamped_to_max_delay_is_waited_out_once(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    this_copy(config_dir, monkeypatch)
+    monkeypatch.setenv("RETRY_NOT_BEFORE", "not-a-time")
+    expect_parent(api, parent("started", text="epoch 3"), parent("error", record=named("id-43")))
+    api.post(STATUS_URL)
+
+    worked: list[bool] = []
+    retry.run(lambda: worked.append(True), retries=3, max_delay=120, runtime=runtime)
+    assert worked == [True]
+    assert clock.slept == 120  # the parent still relaunching is read after the one wait, not after a second
+    assert status_details(api).count("Waiting 120 s before retry 1/3 starts work") == 1
+
+
+def test_a_second_thread_in_a_copy_that_stands_down_stands_down_too(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+) -> None:
+    # The other thread calls run() while this one checks: it waits for the answer, and obeys it.
+    this_copy(config_dir, monkeypatch)
+    ended: list[int] = []
+    monkeypatch.setattr(retry.os, "_exit", lambda code: (ended.append(code), sys.exit(code)))
+    results: list[tuple[int | None, list[bool]]] = []
+    other = threading.Thread(target=lambda: results.append(run_copy(runtime)))
+
+    def parent_read(request: Any) -> tuple[int, dict[str, str], str]:
+        other.start()  # while this thread holds its turn
+        return 200, {}, json.dumps(parent(record=named("id-42")))
+
+    api.add_callback(responses.GET, PARENT_URL, callback=parent_read, match=[AUTH, SMALL])
+    api.post(STATUS_URL)
+
+    assert run_copy(runtime) == (0, [])
+    other.join(timeout=30)
+    assert results == [(0, [])] and ended == [0]
+    assert len(status_details(api)) == 1  # one check, one stand-down
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "[retry] Stood down: #41 named another execution as retry 1/3; this copy did nothing"
+
+
+# --- Ctrl-C once a create was sent: the record still tells the copies -----------------------
+
+
+def test_ctrl_c_after_a_create_was_sent_leaves_an_unconfirmed_record(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    detail = json.loads((Path(__file__).parent / "fixtures" / "execution-detail.json").read_text())
+    api.get(f"{HOST}/api/v0/executions/{detail['id']}/", json=detail)
+    api.post(CREATE_URL, json={"id": "id-42", "counter": 42}, status=201)
+    api.post(STATUS_URL)
+
+    def interrupted_create(api_: retry.ValohaiAPI, payload: dict[str, Any], checkpoint: Any) -> Any:
+        api_.post("/api/v0/executions/", payload)  # the server acted; then Ctrl-C, before the answer counted
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retry, "create_retry", interrupted_create)
+    with pytest.raises(KeyboardInterrupt):
+        retry.handle_failure(ConnectionError("db down"), retry.Policy(), runtime=runtime)
+    assert records(api) == [retry.Record("unconfirmed", 1, cause="ConnectionError: db down")]
+    assert status_details(api) == [
+        "Not retried: attempt 1 was interrupted (KeyboardInterrupt) after a create was sent:"
+        " retry 1 may exist all the same; look for the tag 'retry: 1'"
+    ]
+    assert retry._process.outcome == retry.EXIT_RETRY_UNCONFIRMED
+
+
+def test_ctrl_c_while_the_heir_is_named_still_names_it(
+    config_dir: Path, api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    detail = json.loads((Path(__file__).parent / "fixtures" / "execution-detail.json").read_text())
+    api.get(f"{HOST}/api/v0/executions/{detail['id']}/", json=detail)
+    api.post(CREATE_URL, json={"id": "id-42", "counter": 42}, status=201)
+    api.post(STATUS_URL)
+    written: list[retry.Record] = []
+    real_write = retry.write_record
+
+    def write_then_interrupt(message: str, record: retry.Record, sleep: Any = None) -> bool:
+        written.append(record)
+        if len(written) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the started record is being written
+        return real_write(message, record)
+
+    monkeypatch.setattr(retry, "write_record", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        retry.handle_failure(ConnectionError("db down"), retry.Policy(), runtime=runtime)
+    heir = retry.Record("started", 1, heir="id-42", cause="ConnectionError: db down")
+    assert written == [heir, heir] and records(api) == [heir]

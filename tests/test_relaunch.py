@@ -25,6 +25,7 @@ from conftest import (
     fail,
     instant,
     load_fixture,
+    raised,
     records,
     set_tags,
 )
@@ -321,6 +322,46 @@ def test_payload_never_copies_secrets_or_the_token() -> None:
     }
     payload = retry.build_retry_payload(detail, 1, parent_id="p")
     assert payload["environment_variables"] == {"LOG_LEVEL": "info", "EMPTY": "", "RETRY_PARENT": "p"}
+
+
+def test_payload_never_copies_a_variable_that_holds_the_token() -> None:
+    token = "0123456789abcdef0123456789abcdef01234567"
+    retry._remember_secret(token)
+    detail = load_fixture("execution-detail.json")
+    detail["environment_variables"] = {
+        "LOG_LEVEL": {"value": "info", "secret": False},
+        **{
+            name: {"value": value, "secret": False}
+            for name, value in {
+                "AUTH_HEADER": f"Token {token}",
+                "QUOTED": f'"{token}"',
+                "WITH_NEWLINE": f"{token}\n",
+                "REGISTRY": f"https://user:{token}@registry.example",
+            }.items()
+        },
+    }
+    payload = retry.build_retry_payload(detail, 1, parent_id="p")
+    assert payload["environment_variables"] == {"LOG_LEVEL": "info", "RETRY_PARENT": "p"}
+
+
+@pytest.mark.parametrize("placeholder", ["1", "-", "e", "TODO"])
+def test_a_placeholder_token_is_refused_and_garbles_nothing(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    placeholder: str,
+    capsys: Any,
+) -> None:
+    # A refused token is never sent, so it is not masked either: masking "e" would garble every
+    # line, and "-" or "1" the record's JSON, which the next copy and the controller read.
+    monkeypatch.setenv("VH_API_TOKEN", placeholder)
+    api.post(STATUS_URL)
+
+    assert retry.handle_failure(raised(requests.ConnectionError("db down")), retry.Policy(), runtime=runtime) == 3
+    assert records(api) == [retry.Record("not_started", 1, cause="ConnectionError: db down")]
+    err = capsys.readouterr().err
+    assert "***" not in err and "VH_API_TOKEN is too short to be an API token" in err
 
 
 def test_payload_refuses_partial_data() -> None:

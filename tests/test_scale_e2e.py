@@ -30,25 +30,28 @@ def test_a_herd_in_a_crowded_project_keeps_each_relaunch_and_start_within_its_li
         assert len(chain.start) <= 4, chain.start
         assert chain.relaunch[0] == "own detail" and chain.relaunch[-1] == "status detail (record)"
         assert ("outputs list" in chain.relaunch) == chain.checkpoint
-        assert chain.start[0] == "parent's detail"
+        assert [label for label in chain.start if label != scale.WAITING] == ["parent's detail"]
+        assert chain.start[0] in (scale.WAITING, "parent's detail")  # the delay first, if any is left
 
 
 @pytest.mark.e2e
 @pytest.mark.timeout(150)
-def test_a_retry_that_reads_its_parent_before_the_record_starts_with_four_requests(tmp_path: Path) -> None:
-    # The parent's record is stored 1.5 s late: the retry's first read finds none, so it sets its
-    # Waiting detail, waits out its 5 s delay, says it waits for the record, and reads again.
-    environ = {"SCALE_DELAY": "5", "SCALE_CHECKPOINT": "0"}
+def test_a_retry_whose_parent_has_no_record_after_the_delay_reads_it_once_per_pause(tmp_path: Path) -> None:
+    # The parent's record is stored 3 s late: after its 1 s delay the retry reads its parent and
+    # finds none, says it waits for the record, and reads again after 0.5, 1, 2 ... s.
+    environ = {"SCALE_DELAY": "1", "SCALE_CHECKPOINT": "0"}
     with Platform(tmp_path, script=scale.JOB, extra_env=environ, read_timeout=scale.READ_TIMEOUT) as platform:
-        platform.inject(Fault("POST", r".*/status-detail/", "late", seconds=1.5))
+        platform.inject(Fault("POST", r".*/status-detail/", "late", seconds=3))
         first = platform.start()
         executions = platform.wait_until_idle(timeout=100)
         [heir] = [e for e in executions if first.record is not None and e.id == first.record.heir]
         start = [scale.label(call, heir, first) for call in platform.start_calls(heir)]
     assert len(executions) == 2 and heir.status == "complete"
-    if start == ["parent's detail", scale.WAITING]:
+    reads = [label for label in start if label != scale.WAITING]
+    if reads == ["parent's detail"]:
         pytest.skip("the retry started after its parent's record was stored (a loaded machine): nothing to test")
-    assert start == ["parent's detail", scale.WAITING, "status detail (waiting for the record)", "parent's detail"]
+    assert reads[:2] == ["parent's detail", "status detail (waiting for the record)"]
+    assert set(reads[2:]) == {"parent's detail"} and len(reads[2:]) <= 4  # after 0.5, 1, 2, 4 s at most
 
 
 def listed_and_detailed(platform: Platform) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
