@@ -253,7 +253,13 @@ def controller_verdicts(attempts: Sequence[Attempt]) -> list[Attempt]:
         (a for a in attempts if a.record and a.record.failed and a.record.outcome != "stood_down"),
         key=lambda attempt: (attempt.record is not None and attempt.record.outcome == "started", attempt.counter),
     )
-    verdicts = {attempt.record.failed: attempt.record for attempt in acted if attempt.record}
+    verdicts = {
+        attempt.record.failed: attempt.record
+        if attempt.running or attempt.record.outcome != "waiting"
+        else dataclasses.replace(attempt.record, outcome="not_started")  # it ended in its wait: no retry
+        for attempt in acted
+        if attempt.record
+    }
     return [
         dataclasses.replace(attempt, record=verdicts[attempt.id], cause=verdicts[attempt.id].cause or attempt.cause)
         if attempt.record is None and attempt.id in verdicts

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -51,19 +52,26 @@ def main(argv: Sequence[str] | None = None, *, runtime: retry.Runtime | None = N
     """Read the payload and the settings, act on the failed execution, and return the exit code."""
     runtime, failed_id = runtime or retry.Runtime(), None
     try:
-        settings = _parser().parse_known_args(argv)[0]
+        settings = _parser().parse_args(argv)
+        _policy(settings, {})  # settings retry.py would refuse are refused before anything is read
         payload = read_payload()
         failed_id = failed_execution(payload)
         if payload["data"].get("valohai.execution-step") == retry.read_execution().step:  # no API: it may be down
             message = f"Nothing to do: {_shown(payload)} is a retry controller itself; read its log"
             return _done(message, retry.Record("stood_down", 0, failed=failed_id))  # no trigger, no loop
         return control(failed_id, settings, runtime)
-    except retry.RetryError as exc:
-        message = f"The retry controller could not act: {exc}"
+    except Exception as exc:  # an answer of a shape never seen too: one line, a record, an exit code
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        reason = (
+            str(exc)
+            if isinstance(exc, retry.RetryError)
+            else f"{retry.describe(exc)} (at {where.name}, line {where.lineno})"
+        )
+        message = f"The retry controller could not act: {reason}"
         # The report counts the failed execution (if the payload named one) as one that could not relaunch.
         retry.write_record(message, retry.Record("not_started", 0, failed=failed_id or ""))
         _say(message)
-        return exc.exit_code
+        return exc.exit_code if isinstance(exc, retry.RetryError) else retry.EXIT_RELAUNCH_FAILED
 
 
 def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime) -> int:
@@ -75,11 +83,14 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
     if reason is not None:
         done = retry.read_record(failed) or retry.Record("stood_down", 0)  # retry.py's, if it acted
         return _done(reason, retry.Record("stood_down", done.retry, done.heir, failed=failed_id))
-    why = f"ended '{failed.get('status')}' without a verdict (killed, crashed, or its machine was lost)"
-    signature = _not_transient(api, failed_id, settings.not_transient)
+    logged, signature = _read_log(api, failed_id, settings.not_transient, shown)
+    if logged is not None:  # retry.py could not write its record, and said it in the log
+        message = f"Nothing to do: retry.py dealt with {shown} itself (the record in its log says {logged.outcome})"
+        return _done(message, retry.Record("stood_down", logged.retry, logged.heir, failed=failed_id))
+    why = f"ended {retry.quote(failed.get('status'), 30)} without a verdict (killed, crashed, or its machine was lost)"
     error: BaseException = ValueError(f"its log shows {signature!r}") if signature else ExecutionLost(why)
     cause = retry.describe(error)  # the record's: the same for every crash, wherever it happened
-    policy = retry.Policy(retry_on=ExecutionLost, max_delay=retry.MAX_WAIT, **_chain_settings(failed, settings))
+    policy = _policy(settings, failed.get("parameters"))
     state = retry.ChainState(retry.retry_number(retry.tags_of(failed)), parent=failed_id)
     decision = retry.decide(policy, state, error, now=runtime.now(), uniform=runtime.uniform)
     if decision.outcome != "retry":
@@ -97,10 +108,10 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
     payload = retry.build_retry_payload(
         failed, number, parent_id=failed_id, not_before=retry.format_instant(decision.not_before)
     )
-    if settings.checkpoint:
-        payload["inputs"] = _with_newest_checkpoint(payload["inputs"], api, failed_id, settings, shown)
+    if policy.checkpoint:
+        payload["inputs"] = _with_newest_checkpoint(payload["inputs"], api, failed_id, policy, shown)
     try:
-        created, _ = retry.create_retry(api, payload, settings.checkpoint or None)
+        created, _ = retry.create_retry(api, payload, policy.checkpoint)
     except retry.RetryError as exc:
         unconfirmed = exc.exit_code == retry.EXIT_RETRY_UNCONFIRMED  # the create may have gone through
         record = retry.Record("unconfirmed" if unconfirmed else "not_started", number, cause=cause, failed=failed_id)
@@ -118,7 +129,7 @@ def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime
 
 def _nothing_to_do(failed: Mapping[str, Any], shown: str, own_step: str | None) -> str | None:
     """Why the failed execution gets no retry from here, if it gets none."""
-    status, record = failed.get("status"), retry.read_record(failed)
+    status, record = str(failed.get("status")), retry.read_record(failed)
     if status == "stopped":
         return f"Nothing to do: {shown} was stopped by a user"
     if status in retry.NOT_FAILED_STATUSES:
@@ -147,19 +158,19 @@ def _existing_retry(
 
 
 def _with_newest_checkpoint(
-    inputs: dict[str, list[str]], api: retry.ValohaiAPI, failed_id: str, settings: argparse.Namespace, shown: str
+    inputs: dict[str, list[str]], api: retry.ValohaiAPI, failed_id: str, policy: retry.Policy, shown: str
 ) -> dict[str, list[str]]:
     """The retry's inputs with the failed execution's newest checkpoint, else with the one it started
     from (the payload copied it): a failing outputs list costs the checkpoint, never the retry."""
     try:
-        newest, _ = retry.newest_checkpoint(api.within(retry.CHECKPOINT_BUDGET), failed_id, settings.checkpoint_pattern)
+        newest, _ = retry.newest_checkpoint(api.within(retry.CHECKPOINT_BUDGET), failed_id, policy.checkpoint_pattern)
     except Exception as exc:  # it costs the newest checkpoint, never the retry
         _say(f"could not list {shown}'s outputs, so the retry gets the checkpoint {shown} had: {retry.describe(exc)}")
         return inputs
     if newest is None:
         return inputs
     _say(f"the retry resumes from {retry.printable(str(newest.get('name')))} (datum://{newest['id']})")
-    return {**inputs, settings.checkpoint: [f"datum://{newest['id']}"]}
+    return {**inputs, str(policy.checkpoint): [f"datum://{newest['id']}"]}
 
 
 def read_payload() -> dict[str, Any]:
@@ -187,6 +198,8 @@ def failed_execution(payload: Mapping[str, Any]) -> str:
         data.get(f"valohai.{key}") for key in ("execution-id", "project-id", "execution-counter")
     )
     if isinstance(execution_id, str) and execution_id:
+        if not retry.is_execution_id(execution_id):
+            raise retry.ConfigError(f"the payload's execution id {retry.quote(execution_id)} is not an execution id")
         return execution_id
     if isinstance(project, str) and project and retry.counter_of({"counter": counter}) is not None:
         return f"{project}:{counter}"
@@ -200,34 +213,47 @@ def _shown(payload: Mapping[str, Any]) -> str:
     return f"#{counter}" if counter is not None else str(payload["data"].get("valohai.execution-id"))
 
 
-def _not_transient(api: retry.ValohaiAPI, execution_id: str, signatures: str) -> str | None:
-    """The first of ``signatures`` in the last lines of the execution's log, if any (as ``vh execution logs``
-    reads it: ``<execution url>events/``)."""
-    wanted = [text.strip() for text in signatures.split(";") if text.strip()]
-    if not wanted:
-        return None
-    events = api.get(f"/api/v0/executions/{execution_id}/events/").get("events")
+def _read_log(
+    api: retry.ValohaiAPI, execution_id: str, signatures: str, shown: str
+) -> tuple[retry.Record | None, str | None]:
+    """What the execution's last log lines tell (read as ``vh execution logs`` reads them, from
+    ``<execution url>events/``): the record retry.py put there when it could not write its status
+    detail, and the first of ``signatures`` after retry.py's last line (a traceback before it is
+    one retry.py printed while it handled an error).  A log that cannot be read costs only itself."""
+    try:
+        events = api.get(f"/api/v0/executions/{execution_id}/events/").get("events")
+    except Exception as exc:  # an answer of a shape never seen too
+        _say(f"could not read {shown}'s log, so judging it by its status alone: {retry.describe(exc)}")
+        return None, None
     lines = (
         [str(event.get("message")) for event in events if isinstance(event, dict)] if isinstance(events, list) else []
     )[-LOG_TAIL:]
-    if any(line.startswith("[retry] ") for line in lines):  # retry.py printed the traceback of an error it was
-        wanted = [text for text in wanted if not text.startswith("Traceback")]  # handling when the process died
-    return next((text for line in lines for text in wanted if text in line), None)
+    own = [number for number, line in enumerate(lines) if line.startswith("[retry] ")]
+    records = [record for record in (retry.read_record(lines[number]) for number in own) if record is not None]
+    wanted = [text.strip() for text in signatures.split(";") if text.strip()]
+    after = lines[own[-1] + 1 :] if own else lines
+    return (records[-1] if records else None), next((text for line in after for text in wanted if text in line), None)
 
 
-def _chain_settings(failed: Mapping[str, Any], settings: argparse.Namespace) -> dict[str, Any]:
-    """``retries`` and ``delay``: the failed execution's parameters when it has them, else this step's."""
-    parameters = failed["parameters"] if isinstance(failed.get("parameters"), dict) else {}
-    chosen = {}
-    for name in ("retries", "delay"):
-        value = parameters.get(name)
-        usable = (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and 0 <= value <= (retry.MAX_RETRIES if name == "retries" else retry.MAX_WAIT)
-        )
-        chosen[name] = value if usable else getattr(settings, name)
-    return chosen
+def _policy(settings: argparse.Namespace, parameters: object) -> retry.Policy:
+    """The chain's policy, checked by retry.py's rules: ``retries`` and ``delay`` from the failed
+    execution's ``parameters`` when it has usable ones, the rest (and else those) from this step's."""
+    chosen: dict[str, Any] = {"retries": settings.retries, "delay": settings.delay}
+    for name in chosen:
+        probe: dict[str, Any] = {name: parameters.get(name) if isinstance(parameters, dict) else None}
+        try:
+            retry.Policy(max_delay=retry.MAX_WAIT, **probe)
+            chosen.update(probe)
+        except (retry.ConfigError, TypeError):  # not usable: this step's
+            pass
+    return retry.Policy(
+        retries=chosen["retries"],
+        delay=chosen["delay"],
+        max_delay=retry.MAX_WAIT,
+        retry_on=ExecutionLost,
+        checkpoint=settings.checkpoint or None,
+        checkpoint_pattern=settings.checkpoint_pattern,
+    )
 
 
 def _done(message: str, record: retry.Record) -> int:
@@ -245,8 +271,7 @@ def _say(message: str) -> None:
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        _say(f"invalid parameter: {message}")
-        sys.exit(retry.EXIT_BAD_CONFIG)
+        raise retry.ConfigError(f"invalid parameter: {message}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -391,6 +391,9 @@ class _Valohai:
 
     def start_retry(self, decision: Decision, state: ChainState, policy: Policy, summary: str, error: Any) -> int:
         """Create the retry, name it in the record, and return 75; or say why not."""
+        # Said at once: a retry controller reading the log of an execution lost from here on
+        # knows the traceback above it for retry.py's, not the job's own.
+        _say(f"starting retry {decision.number}/{policy.retries} of this execution")
         unconfirmed = False
         try:
             execution = read_execution()
@@ -445,9 +448,11 @@ class _Valohai:
         return self.record(message, Record("not_started", number, cause=summary), code)
 
     def record(self, message: str, record: Record, code: int) -> int:
-        """Record the outcome (asked again: the next copy decides by it), say it, return ``code``."""
+        """Record the outcome (asked again: the next copy decides by it), say it, return ``code``.  A
+        record that could not be written is said with the message: a retry controller reads the log."""
         if not write_record(message, record, self.runtime.sleep):
             _say("could not write the record of this attempt: its retry, if any, will look for copies itself")
+            message = status_with_record(message, record)
         _say(message)
         return code
 
@@ -486,7 +491,9 @@ def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | Non
                 continue
             raise (_AmbiguousRequestError(str(exc)) if unconfirmed else exc) from None
         else:
-            if _is_id(created.get("id")) and created["id"] != payload["environment_variables"].get("RETRY_PARENT"):
+            if is_execution_id(created.get("id")) and created["id"] != payload["environment_variables"].get(
+                "RETRY_PARENT"
+            ):
                 return created, unconfirmed is not None
             unconfirmed = APIError("POST /api/v0/executions/: created, but the answer names no new execution id")
         if tries < MAX_CREATES:
@@ -1009,7 +1016,7 @@ def build_retry_payload(
     return payload
 
 
-def _is_id(value: Any) -> bool:
+def is_execution_id(value: Any) -> bool:
     """Whether ``value`` can be an execution id (a UUID, as Valohai's are; nothing that could upset a record)."""
     return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", value) is not None
 
@@ -1794,8 +1801,9 @@ def quote(value: object, limit: int = 60) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` with every control, format (bidi, zero-width) and line-separator character shown
-    escaped (``\\n``, ``\\x1b``, ``\\u2028``): a line that cannot forge another."""
+    """``text`` masked, with every control, format (bidi, zero-width) and line-separator character
+    shown escaped (``\\n``, ``\\x1b``, ``\\u2028``): a line that cannot forge another, nor show a token."""
+    text = _mask(text)
     hidden = (unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in text)
     return "".join(c.encode("unicode_escape").decode() if escape else c for c, escape in zip(text, hidden))
 
@@ -1831,7 +1839,7 @@ def _mask(text: str) -> str:
 
 def _say(message: str) -> None:
     """Print one ``[retry]`` line (line breaks and control characters in it shown escaped)."""
-    _write(f"[retry] {printable(_mask(message))}\n")
+    _write(f"[retry] {printable(message)}\n")
 
 
 def _write(text: str) -> None:

@@ -144,6 +144,22 @@ def test_r01_a_controller_still_waiting_out_its_delay_is_not_a_chain(
     assert document["running"] == 1, document
 
 
+@pytest.mark.parametrize("end", ["stopped", "error"])
+def test_r01b_a_controller_that_ended_in_its_wait_leaves_the_failure_unrelaunched(
+    token: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any, end: str
+) -> None:
+    # Stopped by a user, or its machine lost, while its record said "waiting": no retry comes.
+    crashed = entry(50, "error", None)
+    words = retry.status_with_record("Waiting 60 s here", retry.Record("waiting", 1, failed=eid(50)))
+    ended = {**entry(51, end, words, step="retry-controller"), "title": "Retry controller"}
+    expect_project(api)
+    expect_page(api, 0, [ended, crashed], more=False)
+
+    document = json_report(capsys)
+
+    assert (document["chains"], document["running"], document["relaunch_failed"]) == (1, 0, 1), document
+
+
 def test_r02_a_controller_that_could_not_read_its_payload_is_not_a_chain(
     token: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any
 ) -> None:

@@ -155,9 +155,11 @@ def test_a_chain_out_of_retries_gives_up(api: responses.RequestsMock, run_contro
 
 
 def test_the_chain_settings_come_from_the_failed_execution_else_from_the_controller() -> None:
-    assert controller._chain_settings(crashed(), settings(retries=9, delay=5)) == {"retries": 3, "delay": 60}
-    odd = crashed(parameters={"retries": "three", "delay": True})
-    assert controller._chain_settings(odd, settings(retries=9, delay=5)) == {"retries": 9, "delay": 5.0}
+    policy = controller._policy(settings(retries=9, delay=5), crashed()["parameters"])
+    assert (policy.retries, policy.delay) == (3, 60)
+    for odd in ({"retries": "three", "delay": True}, {"retries": 101, "delay": retry.MAX_WAIT + 1}, ["retries"], None):
+        policy = controller._policy(settings(retries=9, delay=5), odd)
+        assert (policy.retries, policy.delay) == (9, 5.0)
 
 
 @pytest.mark.parametrize(
@@ -250,3 +252,162 @@ def test_a_search_for_an_existing_retry_that_hits_its_bound_still_starts_the_ret
     assert run_controller() == 0
     assert [record.outcome for record in records(api)] == ["waiting", "started"]
     assert "could not check that #77 has no retry 1/3 yet, so starting it: " in capsys.readouterr().err
+
+
+# --- what the log tells, and answers or settings it cannot use -----------------------------
+
+
+def test_a_bug_after_a_successful_retry_run_is_not_retried(
+    api: responses.RequestsMock, run_controller: Callable[..., int]
+) -> None:
+    # retry.py's lines come first (its run succeeded); the traceback after them is the job's own.
+    lines = ["[retry] attempt 1 of up to 4, running on Valohai", "[retry] the job succeeded on attempt 1"]
+    api.get(EVENTS_URL, json=log(*lines, "Traceback (most recent call last):", "ValueError: bad row"))
+    api.get(FAILED_URL, json=crashed())
+    api.post(STATUS_URL)
+
+    assert run_controller() == 0
+    assert [record.outcome for record in records(api)] == ["not_retried"]
+
+
+def test_a_traceback_retry_py_printed_before_the_machine_was_lost_is_retried(
+    api: responses.RequestsMock, run_controller: Callable[..., int]
+) -> None:
+    traceback = ["Traceback (most recent call last):", "ConnectionError: db down"]
+    api.get(EVENTS_URL, json=log(*traceback, "[retry] waiting 60 s in this execution before starting retry 1"))
+    api.get(FAILED_URL, json=crashed())
+    api.get(LIST_URL, json={"count": 1, "next": None, "results": [crashed()]})
+    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
+    api.post(LIST_URL, json={"id": "id-78", "counter": 78}, status=201)
+    api.post(STATUS_URL)
+
+    assert run_controller() == 0
+    assert [record.outcome for record in records(api)] == ["waiting", "started"]
+
+
+def test_a_verdict_whose_record_only_reached_the_log_is_respected(
+    api: responses.RequestsMock, runtime: retry.Runtime, run_controller: Callable[..., int], capsys: Any
+) -> None:
+    # retry.py judged a bug not transient, but could not write its status detail: the record it
+    # printed with its verdict is what the controller reads.
+    for _ in range(3):
+        api.post(STATUS_URL, status=503)
+    assert retry.handle_failure(ValueError("bad row"), retry.Policy(), runtime=runtime) == retry.EXIT_GAVE_UP
+    printed = capsys.readouterr().err.splitlines()
+    api.get(FAILED_URL, json=crashed())
+    api.get(EVENTS_URL, json=log(*printed))
+    api.post(STATUS_URL)
+
+    assert run_controller() == 0
+    said = "Nothing to do: retry.py dealt with #77 itself (the record in its log says not_retried)"
+    assert status_details(api)[-1] == said
+    assert records(api)[-1] == retry.Record("stood_down", 0, failed=FAILED_ID)
+
+
+def test_a_log_that_cannot_be_read_costs_only_the_log(
+    api: responses.RequestsMock, run_controller: Callable[..., int], capsys: Any
+) -> None:
+    api.get(FAILED_URL, json=crashed())
+    api.get(EVENTS_URL, status=404, json={"detail": "Not found."})
+    api.get(LIST_URL, json={"count": 1, "next": None, "results": [crashed()]})
+    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
+    api.post(LIST_URL, json={"id": "id-78", "counter": 78}, status=201)
+    api.post(STATUS_URL)
+
+    assert run_controller() == 0
+    assert [record.outcome for record in records(api)] == ["waiting", "started"]
+    assert "could not read #77's log, so judging it by its status alone: " in capsys.readouterr().err
+
+
+def deep(levels: int) -> Any:
+    value: Any = "s3://acme/data.csv"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [{"environment_variables": [{"name": ["LOG_LEVEL"], "value": "x"}]}, {"inputs": {"dataset": deep(600)}}],
+    ids=["variables-named-by-a-list", "urls-nested-600-deep"],
+)
+def test_fields_of_a_shape_never_seen_end_in_one_line_and_a_record(
+    api: responses.RequestsMock,
+    config_dir: Path,
+    runtime: retry.Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    odd: dict[str, Any],
+) -> None:
+    monkeypatch.setattr(controller, "read_payload", lambda: {"data": {"valohai.execution-id": FAILED_ID}})
+    api.get(FAILED_URL, json=crashed(**odd))
+    api.get(EVENTS_URL, json=log("Killed"))
+    api.get(LIST_URL, json={"count": 1, "next": None, "results": [crashed()]})
+    api.post(STATUS_URL)
+
+    assert controller.main([], runtime=runtime) == retry.EXIT_RELAUNCH_FAILED
+    assert records(api)[-1] == retry.Record("not_started", 0, failed=FAILED_ID)  # not left "waiting"
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "could not act" in line]
+    assert line.startswith("[retry-controller] The retry controller could not act: ")
+
+
+def test_a_garbled_status_is_a_failure_without_a_verdict(
+    api: responses.RequestsMock, run_controller: Callable[..., int]
+) -> None:
+    api.get(FAILED_URL, json=crashed(status=["error"]))
+    api.get(EVENTS_URL, json=log("Killed"))
+    api.get(LIST_URL, json={"count": 1, "next": None, "results": [crashed()]})
+    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
+    api.post(LIST_URL, json={"id": "id-78", "counter": 78}, status=201)
+    api.post(STATUS_URL)
+
+    assert run_controller() == 0
+    why = "without a verdict (killed, crashed, or its machine was lost)"
+    assert status_details(api)[-1] == f"Started retry 1/3 of #77 as #78: #77 ended ['error'] {why}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--retires=0"], "invalid parameter: unrecognized arguments: --retires=0"),
+        (["--retries=three"], "invalid parameter: argument --retries: invalid int value: 'three'"),
+        (["--checkpoint_pattern= "], "checkpoint_pattern must be a file name pattern, got ' '"),
+        (["--checkpoint=../x"], "checkpoint must be the name of one of the step's inputs, got '../x'"),
+    ],
+)
+def test_settings_retry_py_would_refuse_are_refused_before_anything_is_read(
+    api: responses.RequestsMock, runtime: retry.Runtime, capsys: Any, argv: list[str], said: str
+) -> None:
+    api.post(STATUS_URL)
+
+    assert controller.main(argv, runtime=runtime) == retry.EXIT_BAD_CONFIG
+    assert status_details(api) == [f"The retry controller could not act: {said}"]
+    assert capsys.readouterr().err == f"[retry-controller] The retry controller could not act: {said}\n"
+
+
+@pytest.mark.parametrize("execution_id", ["x" * 3_000_000, "id\nwith a line break", "../../projects/"])
+def test_a_payload_id_that_is_no_execution_id_is_refused_in_one_short_line(
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    execution_id: str,
+) -> None:
+    monkeypatch.setattr(controller, "read_payload", lambda: {"data": {"valohai.execution-id": execution_id}})
+    api.post(STATUS_URL)
+
+    assert controller.main([], runtime=runtime) == retry.EXIT_BAD_CONFIG
+    [line] = capsys.readouterr().err.splitlines()
+    assert "is not an execution id" in line and len(line) < 200
+
+
+def test_the_token_is_never_printed_by_the_controller(
+    api: responses.RequestsMock, runtime: retry.Runtime, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    token = runtime.environ["VH_API_TOKEN"]
+    data = {"valohai.execution-id": token, "valohai.execution-step": "retry-controller"}
+    monkeypatch.setattr(controller, "read_payload", lambda: {"data": data})
+    api.post(STATUS_URL)
+
+    controller.main([], runtime=runtime)
+    assert token not in capsys.readouterr().err

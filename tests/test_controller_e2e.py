@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from standin import Execution, Platform
+from standin import Execution, Fault, Platform
 
 import retry
 
@@ -127,3 +127,21 @@ def test_a_trigger_that_fires_twice_at_once_still_leaves_one_retry_working(platf
     assert 1 <= len(copies) <= 2
     assert [did_work(copy) for copy in copies].count(True) == 1  # a copy made by both stood down
     assert all(copy.environment_variables["RETRY_PARENT"] == crashed.id for copy in copies)
+
+
+def test_two_controllers_at_once_and_a_copy_that_crashes_leave_one_chain(tmp_path: Path) -> None:
+    # One controller's create answer is slow, so its copy starts after the other copy crashed
+    # (a repeatable crash). The lower copy counts all the same: its crash gets retry 2 from the
+    # next controller, and the higher copy stands down, so the chain does not go on twice.
+    with Platform(tmp_path, read_timeout=10) as platform:
+        platform.trigger_on = {"error"}
+        platform.trigger_fires = 2
+        platform.override(1, failure_rate=1.0)  # retry 1 crashes again
+        platform.override(2, failure_rate=0.0)
+        platform.inject(Fault("POST", r"/api/v0/executions/", "late", seconds=3.0, times=1))
+        platform.start(failure_type="crash", failure_rate=1.0, delay=0, retries=3)
+        executions = platform.wait_until_idle(100)
+    attempts = trains(platform, executions)
+    seen = [(e.counter, e.tags, e.status, did_work(e)) for e in attempts]
+    assert [did_work(e) for e in attempts if "retry: 1" in e.tags].count(True) == 1, seen  # the other stood down
+    assert [did_work(e) for e in attempts if "retry: 2" in e.tags].count(True) == 1, seen
