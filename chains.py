@@ -253,13 +253,7 @@ def controller_verdicts(attempts: Sequence[Attempt]) -> list[Attempt]:
         (a for a in attempts if a.record and a.record.failed and a.record.outcome != "stood_down"),
         key=lambda attempt: (attempt.record is not None and attempt.record.outcome == "started", attempt.counter),
     )
-    verdicts = {
-        attempt.record.failed: attempt.record
-        if attempt.running or attempt.record.outcome != "waiting"
-        else dataclasses.replace(attempt.record, outcome="not_started")  # it ended in its wait: no retry
-        for attempt in acted
-        if attempt.record
-    }
+    verdicts = {attempt.record.failed: attempt.record for attempt in acted if attempt.record}
     return [
         dataclasses.replace(attempt, record=verdicts[attempt.id], cause=verdicts[attempt.id].cause or attempt.cause)
         if attempt.record is None and attempt.id in verdicts
@@ -489,8 +483,9 @@ def _needs_detail(item: Mapping[str, Any], named: set[str]) -> bool:
 
 
 def _attempt(item: Mapping[str, Any], created: float | None) -> Attempt:
-    record = retry.read_record(item)
-    status, duration = item.get("status"), item.get("duration")
+    record, status, duration = retry.read_record(item), item.get("status"), item.get("duration")
+    if record and record.outcome == "waiting" and str(status) not in retry.INCOMPLETE_STATUSES:  # a controller that
+        record = dataclasses.replace(record, outcome="not_started")  # ended in its wait started no retry
     if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not 0 <= duration < 1e12:
         duration = None  # missing, or not a length of time (NaN, infinite, negative, absurd)
     return Attempt(
