@@ -225,9 +225,10 @@ def _read_log(
     except Exception as exc:  # an answer of a shape never seen too
         _say(f"could not read {shown}'s log, so judging it by its status alone: {retry.describe(exc)}")
         return None, None
-    lines = (
+    messages = (
         [str(event.get("message")) for event in events if isinstance(event, dict)] if isinstance(events, list) else []
-    )[-LOG_TAIL:]
+    )
+    lines = [line for message in messages for line in message.splitlines()][-LOG_TAIL:]  # an event may hold several
     own = [number for number, line in enumerate(lines) if line.startswith("[retry] ")]
     records = [record for record in (retry.read_record(lines[number]) for number in own) if record is not None]
     wanted = [text.strip() for text in signatures.split(";") if text.strip()]

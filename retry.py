@@ -107,7 +107,7 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
         _take_turn(platform, state, policy)  # waits; a copy of a retry that its parent did not name stands down
         result = _call(fn)
     except _StoodDown:
-        _end_process(0)
+        _end_process(0, worked=False)
     except SystemExit as stop:  # the job ended itself: respect it, but say so
         if stop.code is None or (isinstance(stop.code, int) and stop.code == 0):
             _say(f"the job succeeded on attempt {state.done + 1} (it called sys.exit({stop.code!r}))")
@@ -115,7 +115,8 @@ def run(fn: Callable[[], T], policy: Policy | None = None, *, runtime: Runtime |
         message = f"Not retried: the job called sys.exit({_shown(stop.code)})"
         _end_process(platform.record(message, Record("not_retried", state.done), EXIT_GAVE_UP))
     except KeyboardInterrupt:
-        _interrupted(platform, state)
+        with _process.lock:  # said once; and a failure another thread already acted on keeps its record
+            _process.outcome = _interrupted(platform, state) if _process.outcome is None else _process.outcome
         raise
     except _MisuseError as exc:
         _end_process(platform.record(f"invalid use of retry.run: {exc}", Record("invalid", 0), EXIT_BAD_CONFIG))
@@ -163,6 +164,7 @@ def _take_turn(platform: _Valohai | _Local, state: ChainState, policy: Policy) -
     :class:`_StoodDown`): once per process, as a second ``run`` (a later stage, a thread) is the same attempt."""
     with _process.turn:
         if _process.works is None:
+            _process.works = False  # until this turn is over: one that Ctrl-C ended is no other thread's to take
             wait_for_turn(state.not_before, policy, state.done, platform.runtime)
             _process.works = platform.claim(state, policy)
     if not _process.works:
@@ -777,15 +779,16 @@ def _call(fn: Callable[[], T]) -> T:
     return asyncio.run(result)  # type: ignore[no-any-return]  # not in the except: the job's error gets no context
 
 
-def _end_process(code: int) -> NoReturn:
+def _end_process(code: int, *, worked: bool = True) -> NoReturn:
     """End the process with ``code``, a failure this process handled winning over a success.  From a
     worker thread, ``sys.exit`` would end only that thread; and a failed attempt whose job left
-    threads running (a heartbeat) would wait for them, holding its machine: both end at once."""
+    threads running (a heartbeat) would wait for them, holding its machine: both end at once, as
+    does a copy that stood down (``worked`` false)."""
     with _process.lock:  # a relaunch under way in another thread ends first
         code = code if _process.outcome is None else _process.outcome
     me = threading.current_thread()
     waiting_for = [t.name for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
-    if me is threading.main_thread() and (code == 0 or not waiting_for):
+    if me is threading.main_thread() and (not waiting_for or (code == 0 and worked)):
         sys.exit(code)
     if me is not threading.main_thread() and code:
         _say(f"retry.run ran outside the main thread: ending the whole process with exit code {code}")

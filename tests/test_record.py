@@ -6,6 +6,7 @@ a parent that ended without naming an heir leaves a copy to look for others, bou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -499,8 +500,63 @@ def test_a_second_thread_in_a_copy_that_stands_down_stands_down_too(
 
     assert run_copy(runtime) == (0, [])
     other.join(timeout=30)
-    assert results == [(0, [])] and ended == [0]
+    assert results == [(0, [])] and set(ended) == {0}  # and the main thread ends at once if the other lives
     assert len(status_details(api)) == 1  # one check, one stand-down
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "[retry] Stood down: #41 named another execution as retry 1/3; this copy did nothing"
+
+
+def test_ctrl_c_during_the_wait_ends_the_turn_for_every_thread(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A second thread must not take the turn up again: no second wait, no job, no retry.
+    this_copy(config_dir, monkeypatch)
+    monkeypatch.setenv("RETRY_NOT_BEFORE", retry.format_instant(clock.now_value + 30))
+    ended: list[int] = []
+    monkeypatch.setattr(retry.os, "_exit", lambda code: (ended.append(code), sys.exit(code)))
+    results: list[tuple[int | None, list[bool]]] = []
+    other = threading.Thread(target=lambda: results.append(run_copy(runtime)))
+
+    def interrupted_sleep(seconds: float) -> None:
+        other.start()
+        raise KeyboardInterrupt  # Ctrl-C while the main thread waits its turn
+
+    api.post(STATUS_URL)
+    with pytest.raises(KeyboardInterrupt):
+        run_copy(dataclasses.replace(runtime, sleep=interrupted_sleep))
+    other.join(timeout=30)
+    assert results == [(1, [])] and ended == [1]
+    assert status_details(api) == [
+        "Waiting 30 s before retry 1/3 starts work",
+        "Not retried: attempt 2 was interrupted (KeyboardInterrupt)",
+    ]
+
+
+def test_a_copy_that_stands_down_ends_at_once_whatever_threads_its_job_started(
+    config_dir: Path,
+    api: responses.RequestsMock,
+    runtime: retry.Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+) -> None:
+    this_copy(config_dir, monkeypatch)
+    expect_parent(api, parent(record=named("id-42")))
+    api.post(STATUS_URL)
+    ended: list[int] = []
+    monkeypatch.setattr(retry.os, "_exit", lambda code: (ended.append(code), sys.exit(code)))
+    stop = threading.Event()
+    heartbeat = threading.Thread(target=stop.wait, name="heartbeat")  # not a daemon: sys.exit would wait
+    heartbeat.start()
+    try:
+        assert run_copy(runtime) == (0, [])
+    finally:
+        stop.set()
+        heartbeat.join()
+    assert ended == [0]
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "[retry] Stood down: #41 named another execution as retry 1/3; this copy did nothing"
 
