@@ -375,8 +375,9 @@ def top_causes(failed: Sequence[Attempt]) -> list[dict[str, Any]]:
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _HEX_ID = re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.IGNORECASE)
 _COUNTER = re.compile(r"#[0-9]+")
-# A number glued to a name (node12, v10, s3, ipv4) is part of the name: kept whole.
-_NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?:\.[0-9]+)*(?![A-Za-z_])")
+# A number glued to a name (node12, v10, s3, ipv4, v1.2.3) is part of the name: kept whole; one
+# with a unit (5003ms, 512MB, 30.5s) is a number, taken whole (never a part of its digits).
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[0-9]+(?:\.[0-9]+)*(?![0-9]|\.[0-9])")
 
 
 def normalize(message: str) -> str:

@@ -674,8 +674,18 @@ def _command_line() -> list[str]:
     return command if original else [sys.executable, *_ARGV_AT_START]  # as given: it runs where it started
 
 
+def _start_folder() -> str:
+    """The folder this process started in: the current one, unless the script changed folder before
+    it imported this file (its absolute ``__main__.__file__``, Python 3.9 on, ends in its argv[0])."""
+    script, main_file = (sys.argv or [""])[0], getattr(sys.modules.get("__main__"), "__file__", None)
+    tail = os.sep + os.path.normpath(script)
+    if script and not os.path.isabs(script) and isinstance(main_file, str) and main_file.endswith(tail):
+        return main_file[: -len(tail)] or os.sep
+    return os.getcwd()
+
+
 # How the job started: a retry starts the same way, whatever os.chdir, os.environ or signal.signal did since.
-_STARTED_IN, _ARGV_AT_START, _STARTED_AT = os.getcwd(), list(sys.argv), time.time()
+_STARTED_IN, _ARGV_AT_START, _STARTED_AT = _start_folder(), list(sys.argv), time.time()
 _ENVIRON_AT_START = dict(os.environ)
 _IGNORED_AT_START = {number for number in signal.valid_signals() if signal.getsignal(number) is signal.SIG_IGN}
 
@@ -1192,7 +1202,8 @@ def _finished_outputs(pattern: str) -> dict[str, Path]:
         for path in root.rglob("*") if root.is_dir() else ():
             with contextlib.suppress(OSError):  # a file taken away while this looks: not there
                 status, name = path.stat(), path.relative_to(root).as_posix()
-                mine = status.st_mtime >= _STARTED_AT - 2.0  # file systems keep whole (FAT: two) seconds
+                coarse = status.st_mtime_ns % 1_000_000_000 == 0  # a file system of whole (FAT: two) seconds
+                mine = status.st_mtime >= _STARTED_AT - (2.0 if coarse else 0.05)  # else the kernel's clock lags
                 finished = stat.S_ISREG(status.st_mode) and not status.st_mode & stat.S_IWUSR
                 found.update({name: path} if mine and finished and fnmatch.fnmatchcase(name, pattern) else {})
     return found

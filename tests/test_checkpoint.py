@@ -314,6 +314,7 @@ def test_locally_the_next_process_is_handed_the_newest_finished_checkpoint(
     assert f"the retry resumes from the checkpoint {newest.resolve()}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("age", [86_400, 0.5], ids=["yesterday", "a-run-that-ended-just-before"])
 @pytest.mark.parametrize("flat", [True, False], ids=["VH_FLAT_LOCAL_OUTPUTS", "VH_OUTPUTS_DIR"])
 def test_locally_a_stale_or_unfinished_checkpoint_is_never_handed_on(
     local_outputs: Path,
@@ -322,13 +323,14 @@ def test_locally_a_stale_or_unfinished_checkpoint_is_never_handed_on(
     capsys: Any,
     clean_env: pytest.MonkeyPatch,
     flat: bool,
+    age: float,
 ) -> None:
     if flat:  # yesterday's run left its files where this one writes too
         clean_env.delenv("VH_OUTPUTS_DIR")
         clean_env.setenv("VH_FLAT_LOCAL_OUTPUTS", "1")
         clean_env.chdir(local_outputs.parent)
         local_outputs = local_outputs.parent / ".valohai" / "outputs"
-    finished(local_outputs / "checkpoint-epoch-0005.json", retry._STARTED_AT - 86_400)  # yesterday's
+    finished(local_outputs / "checkpoint-epoch-0005.json", retry._STARTED_AT - age)  # an earlier run's
     (local_outputs / "checkpoint-epoch-0006.json").write_text('{"epo')  # still being written
 
     retry.handle_failure(connection_error(), retry.Policy(checkpoint="checkpoint"), runtime=runtime)

@@ -77,6 +77,26 @@ def test_a_job_that_changes_folder_is_still_run_again(tmp_path: Path) -> None:
     assert [event["event"] for event in events_of(events)] == ["start", "fail", "start", "work"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 9), reason="__main__.__file__ is absolute from Python 3.9 on")
+def test_a_script_that_changes_folder_before_it_imports_retry_is_run_again(tmp_path: Path) -> None:
+    script = tmp_path / "start" / "sub" / "chdir_first.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(
+        "import os, sys\n"
+        "os.chdir(os.path.dirname(os.path.abspath(__file__)))  # a common first line\n"
+        "import retry\n"
+        "def main():\n"
+        "    if retry.current_retry() == 0:\n"
+        "        raise ConnectionError('db down')\n"
+        "    print('worked in', os.getcwd())\n"
+        "retry.run(main, retries=1, delay=0)\n"
+    )
+    result = run_job([sys.executable, "sub/chdir_first.py"], tmp_path / "start", job_environ(tmp_path / "e"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"worked in {script.parent}"
+    assert "[retry] the job succeeded on attempt 2" in result.stderr
+
+
 def test_a_script_read_from_stdin_is_refused_instead_of_run_empty(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     with JOB.open() as script:

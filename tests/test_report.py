@@ -660,6 +660,11 @@ def test_a_recovery_counts_by_the_retry_that_succeeded() -> None:
             "ConnectionError: node12 and node19 of v10 down for <n> s",
         ),
         ("ValueError: release 1.2.3 is older than 1.10", "ValueError: release <n> is older than <n>"),
+        ("ValueError: release v1.2.3 is older than v1.10", "ValueError: release v1.2.3 is older than v1.10"),
+        (
+            "Timeout: no answer after 5003ms (512MB sent in 30.5s), then 5041ms",
+            "Timeout: no answer after <n>ms (<n>MB sent in <n>s), then <n>ms",
+        ),
     ],
 )
 def test_causes_keep_the_error_and_drop_what_varies(cause: str, normalized: str) -> None:
