@@ -75,7 +75,8 @@ def main(
             project = _project(args.project)
             api = _api((bounds or Bounds()).seconds + API_GRACE, clock, sleep)
             report = build_report(api, project, days=days, now=now(), clock=clock, bounds=bounds or Bounds())
-            print(json.dumps(report, indent=2) if args.json else format_report(report))
+            lines = (json.dumps(report, indent=2) if args.json else format_report(report)).splitlines()
+            print("\n".join(map(retry.printable, lines)))  # JSON is ASCII: this only masks a token
     except retry.RetryError as exc:
         _fail(str(exc), exc.exit_code)
     except Exception as exc:  # an answer of a shape never seen: one line all the same
@@ -112,6 +113,8 @@ def chain(api: retry.ValohaiAPI, project_id: str, counter: int) -> list[dict[str
     past a failure without a record (a crash) by a bounded search for its retry.  One detail read per
     attempt, :data:`retry.MAX_RETRIES` + 1 at most; a tampered variable or record cannot make it loop."""
     attempts = [_detail(api, f"{project_id}:{counter}", f"execution #{counter} was not found in project {project_id}")]
+    if (acted := retry.read_record(attempts[0])) is not None and acted.failed:  # a retry controller's: the chain
+        attempts = [_detail(api, acted.failed, f"execution {acted.failed}, which #{counter} acted for, was not found")]
     seen = {attempts[0].get("id")}
     while len(attempts) <= retry.MAX_RETRIES and (parent := retry.parent_of(attempts[0])) not in (None, *seen):
         with contextlib.suppress(_Deleted):
@@ -122,7 +125,10 @@ def chain(api: retry.ValohaiAPI, project_id: str, counter: int) -> list[dict[str
         heir = record.heir if record is not None else _crash_retry(api, project_id, last)
         if heir is None or heir in seen:
             break
-        attempts.append(_detail(api, heir, ""))
+        try:
+            attempts.append(_detail(api, heir, ""))
+        except _Deleted:  # deleted since it was named: the chain is what is left
+            break
         seen.add(heir)
     return attempts
 
@@ -142,12 +148,10 @@ def format_chain(attempts: Sequence[Mapping[str, Any]]) -> str:
     """A table of attempts: counter, retry number, status, status detail (its words), URL."""
     lines = []
     for item in attempts:
-        counter = retry.counter_of(item)
-        words = _words(item.get("status_detail")) or "-"
-        status = item.get("status") if isinstance(item.get("status"), str) else "?"
-        fields = [f"#{counter}" if counter is not None else "#?", f"retry {_retry_of(item)}", status, words]
-        lines.append(retry.printable("  ".join(str(field) for field in [*fields, retry.display_url(item)])))
-    return "\n".join(lines)
+        counter, status = retry.counter_of(item), item.get("status") if isinstance(item.get("status"), str) else "?"
+        fields = [f"#{counter}" if counter is not None else "#?", f"retry {_retry_of(item)}", str(status)]
+        lines.append("  ".join([*fields, _words(item.get("status_detail")) or "-", retry.display_url(item)]))
+    return "\n".join(map(retry.printable, lines))
 
 
 # --- the report ------------------------------------------------------------------------
@@ -438,7 +442,7 @@ def read_period(
             entries += [(item, created) for item, created in fresh if created is None or created >= since]
             if ordered and any(created is not None and created < since for _, created in fresh):
                 break  # newest first: all that follows is older still
-            if clock() >= deadline:
+            if clock() >= deadline - bounds.seconds / 2:  # half the time at most: the details need the rest
                 period.stopped = time_bound
                 break
     except retry.APIError as exc:
@@ -479,7 +483,7 @@ def _needs_detail(item: Mapping[str, Any], named: set[str]) -> bool:
     record = retry.read_record(item)
     placed = item.get("id") in named or (record is not None and record.outcome == "stood_down")
     unplaced = _retry_of(item) > 0 and not placed and "environment_variables" not in item
-    ended = item.get("status") not in retry.INCOMPLETE_STATUSES
+    ended = str(item.get("status")) not in retry.INCOMPLETE_STATUSES
     return unplaced or "status" not in item or (ended and "status_detail" not in item)
 
 
@@ -510,8 +514,7 @@ def _project_name(api: retry.ValohaiAPI, project_id: str) -> str:
     except retry.APIError as exc:
         unknown = f"no project {project_id} at {api.host}: check the id (Project settings shows it), VALOHAI_HOST, and that the token's user can see the project"  # noqa: E501 - one line to grep
         raise (retry.APIError(unknown, 404) if exc.status == 404 else exc) from None
-    name = project.get("name")
-    return name if isinstance(name, str) and name else project_id
+    return project["name"] if isinstance(project.get("name"), str) and project["name"] else project_id
 
 
 # --- plumbing: input, API client, time -------------------------------------------------
@@ -540,7 +543,7 @@ def _words(status_detail: object) -> str:
 
 def _days(text: str) -> float:
     """``--days`` as a number of days, or :class:`retry.ConfigError` (exit 2)."""
-    days = float(text) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", text.strip()) else -1.0
+    days = float(text) if re.fullmatch(r"\s*([0-9]+\.?[0-9]*|\.[0-9]+)\s*", text) else -1.0
     if not 0 < days <= MAX_DAYS:
         raise retry.ConfigError(
             f"--days must be a number of days above 0 and at most {MAX_DAYS:g}, got {retry.quote(text, 20)}"
@@ -573,8 +576,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _instant(value: Any) -> float | None:
     """An API time (ISO 8601) as epoch seconds, or None when it is missing or garbled."""
-    with contextlib.suppress(ValueError, OverflowError):
-        return retry.parse_instant(value) if isinstance(value, str) else None
+    with contextlib.suppress(ValueError, OverflowError, OSError):  # one the report cannot print too
+        return moment if isinstance(value, str) and _iso(moment := retry.parse_instant(value)) else None
     return None
 
 

@@ -903,3 +903,72 @@ def test_e07_a_controller_whose_create_answer_is_lost_once_leaves_one_working_re
     assert len(worked) == 1
     assert (document["chains"], document["recovered"], document["stood_down"]) == (1, {"1": 1}, 1), document
     assert len(calls) <= 8
+
+
+# --- found by a later adversarial run -------------------------------------------------------
+
+
+def test_r40_the_listing_leaves_half_the_time_bound_to_the_details(
+    token: pytest.MonkeyPatch, api: responses.RequestsMock
+) -> None:
+    # Each list page takes 50 s, each detail 1 s: the listing must not use up the 180 s.
+    clock = FakeClock(now_value=0.0)
+
+    def listed(request: Any) -> tuple[int, dict[str, str], str]:
+        clock.now_value += 50
+        offset = int(re.search(r"offset=([0-9]+)", request.url).group(1))  # type: ignore[union-attr]
+        results = [entry(1000 - offset - n, "complete", retry_number=1) for n in range(2)]
+        return 200, {}, json.dumps(page(results, more=True))
+
+    def detailed(request: Any) -> tuple[int, dict[str, str], str]:
+        clock.now_value += 1
+        counter = int(request.url.split("?")[0].rstrip("/").rsplit("-", 1)[1])
+        return 200, {}, json.dumps({**entry(counter, "complete", retry_number=1), "environment_variables": {}})
+
+    api.add_callback(responses.GET, LIST_URL, callback=listed)
+    api.add_callback(responses.GET, re.compile(rf"{LIST_URL}{eid(0)[:-12]}[0-9]+/"), callback=detailed)
+    api_client = retry.ValohaiAPI(TOKEN, HOST, sleep=no_sleep, clock=clock.now, budget=240)
+    period = chains.read_period(api_client, PROJECT_ID, NOW - 7 * 24 * HOUR, clock=clock.now)
+
+    assert period.stopped == "the time bound of 180 s"
+    assert [attempt.counter for attempt in period.attempts] == [1000, 999, 998, 997]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [{"status": ["error"]}, {"status": {"name": "error"}}, {"ctime": "9999-12-31T23:59:59-23:59"}],
+    ids=["status-a-list", "status-an-object", "ctime-out-of-range"],
+)
+def test_r41_one_entry_of_an_odd_shape_does_not_cost_the_report(
+    token: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any, odd: dict[str, Any]
+) -> None:
+    expect_project(api)
+    odd_one = {**entry(50, "error", said(CONNECTION, retry.Record("gave_up", 0, cause=CONNECTION))), **odd}
+    expect_page(api, 0, [entry(51, "complete"), odd_one], more=False)  # the odd one the oldest
+
+    document = json_report(capsys)
+
+    assert (document["executions"], document["chains"]) == (2, 2), document
+
+
+def test_r42_the_json_report_masks_the_token_as_the_text_does(
+    token: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any
+) -> None:
+    expect_project(api, name=f"churn {TOKEN}")
+    cause = f"HTTPError: 401 for Token {TOKEN}"
+    expect_page(api, 0, [entry(50, "error", said(cause, retry.Record("not_retried", 0, cause=cause)))], more=False)
+
+    document = json_report(capsys)
+
+    assert TOKEN not in json.dumps(document)
+    assert document["project_name"] == "churn ***" and document["causes"][0]["cause"].endswith("Token ***")
+
+
+@pytest.mark.parametrize("days", [".5", "7.", "0000007", "0.0000001"])
+def test_r43_days_given_as_any_plain_number_is_taken(
+    token: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any, days: str
+) -> None:
+    expect_project(api)
+    expect_page(api, 0, [], more=False)
+
+    assert chains.main(["report", "--project", PROJECT_ID, "--days", days], now=lambda: NOW, sleep=no_sleep) == 0

@@ -116,3 +116,31 @@ def test_the_chain_query_ends_odd_answers_in_one_line(
     assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) <= 1
     assert "\x1b" not in captured.out + captured.err and "\u202e" not in captured.out + captured.err
     assert code in (0, retry.EXIT_RELAUNCH_FAILED)
+
+
+def test_chain_of_a_retry_controller_is_the_chain_of_the_failure_it_acted_for(
+    token: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any
+) -> None:
+    crashed = execution(43, 0, "error", None, None)
+    said = "Started retry 1/3 of #43 as #48: #43 ended 'error' without a verdict"
+    record = retry.Record("started", 1, heir="id-48", failed="id-43")
+    controller = {**execution(46, 0, "complete", None, None), "status_detail": retry.status_with_record(said, record)}
+    retried = execution(48, 1, "complete", None, "id-43")
+    api.get(f"{HOST}/api/v0/executions/{PROJECT_ID}:46/", json=controller, match=[AUTH])
+    api.get(f"{HOST}/api/v0/executions/id-43/", json=crashed, match=[AUTH])
+    api.get(f"{HOST}/api/v0/executions/", json={"count": 2, "next": None, "results": [retried, crashed]})
+    api.get(f"{HOST}/api/v0/executions/id-48/", json=retried, match=[AUTH])
+
+    assert chains.main(["chain", "46", "--project", PROJECT_ID]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()] == ["#43", "#48"]
+
+
+def test_chain_whose_named_retry_was_deleted_lists_what_is_left(
+    token: pytest.MonkeyPatch, api: responses.RequestsMock, capsys: Any
+) -> None:
+    first = execution(41, 0, "error", "ConnectionError: refused - retry 1/2 started as #42", None, "id-42")
+    api.get(f"{HOST}/api/v0/executions/{PROJECT_ID}:41/", json=first, match=[AUTH])
+    api.get(f"{HOST}/api/v0/executions/id-42/", status=404, json={"detail": "Not found."}, match=[AUTH])
+
+    assert chains.main(["chain", "41", "--project", PROJECT_ID]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()] == ["#41"]
