@@ -68,7 +68,7 @@ def main(
     try:
         if args.command == "chain":
             project = _project(args.project)
-            api = _api(retry.CHECK_BUDGET, clock, sleep)
+            api = _api(REPORT_SECONDS + API_GRACE, clock, sleep)  # a chain of 101 attempts, read one by one
             print(format_chain(chain(api, project, args.counter)))
         else:
             days = _days(args.days)  # checked before anything is read: bad input costs no request
