@@ -329,6 +329,7 @@ def test_locally_a_stale_or_unfinished_checkpoint_is_never_handed_on(
         clean_env.delenv("VH_OUTPUTS_DIR")
         clean_env.setenv("VH_FLAT_LOCAL_OUTPUTS", "1")
         clean_env.chdir(local_outputs.parent)
+        clean_env.setattr(retry, "_STARTED_IN", str(local_outputs.parent))  # not pytest's: others write there
         local_outputs = local_outputs.parent / ".valohai" / "outputs"
     finished(local_outputs / "checkpoint-epoch-0005.json", retry._STARTED_AT - age)  # an earlier run's
     (local_outputs / "checkpoint-epoch-0006.json").write_text('{"epo')  # still being written
