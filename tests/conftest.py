@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,11 @@ from responses import matchers
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(ROOT))
+
+# A suite started in the background of a non-interactive shell inherits SIGINT ignored, and so would
+# every job it starts: they are to get Ctrl-C as a terminal gives it (before retry.py notes what it found).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import retry  # noqa: E402
 
