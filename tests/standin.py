@@ -797,9 +797,10 @@ class Platform:
         """Live upload: a file turned read-only is uploaded right away and taken from the folder."""
         while not stop.is_set():
             for path in sorted(outputs.rglob("*")):
-                if path.is_file() and not path.stat().st_mode & stat.S_IWUSR:
-                    time.sleep(self.upload_latency)
-                    self._upload(execution, outputs, path)
+                with contextlib.suppress(FileNotFoundError):  # renamed by the job meanwhile (a .partial file)
+                    if path.is_file() and not path.stat().st_mode & stat.S_IWUSR:
+                        time.sleep(self.upload_latency)
+                        self._upload(execution, outputs, path)
             stop.wait(0.05)
 
     def _upload(self, execution: Execution, outputs: Path, path: Path) -> None:
