@@ -61,17 +61,16 @@ def main(argv: Sequence[str] | None = None, *, runtime: retry.Runtime | None = N
             return _done(message, retry.Record("stood_down", 0, failed=failed_id))  # no trigger, no loop
         return control(failed_id, settings, runtime)
     except Exception as exc:  # an answer of a shape never seen too: one line, a record, an exit code
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        reason = (
-            str(exc)
-            if isinstance(exc, retry.RetryError)
-            else f"{retry.describe(exc)} (at {where.name}, line {where.lineno})"
-        )
+        if isinstance(exc, retry.RetryError):
+            reason, code = str(exc), exc.exit_code
+        else:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            reason, code = f"{retry.describe(exc)} (at {where.name}, line {where.lineno})", retry.EXIT_RELAUNCH_FAILED
         message = f"The retry controller could not act: {reason}"
         # The report counts the failed execution (if the payload named one) as one that could not relaunch.
         retry.write_record(message, retry.Record("not_started", 0, failed=failed_id or ""))
         _say(message)
-        return exc.exit_code if isinstance(exc, retry.RetryError) else retry.EXIT_RELAUNCH_FAILED
+        return code
 
 
 def control(failed_id: str, settings: argparse.Namespace, runtime: retry.Runtime) -> int:
@@ -230,10 +229,10 @@ def _read_log(
     )
     lines = [line for message in messages for line in message.splitlines()][-LOG_TAIL:]  # an event may hold several
     own = [number for number, line in enumerate(lines) if line.startswith("[retry] ")]
-    records = [record for record in (retry.read_record(lines[number]) for number in own) if record is not None]
+    logged = next((r for r in (retry.read_record(lines[n]) for n in reversed(own)) if r is not None), None)
     wanted = [text.strip() for text in signatures.split(";") if text.strip()]
     after = lines[own[-1] + 1 :] if own else lines
-    return (records[-1] if records else None), next((text for line in after for text in wanted if text in line), None)
+    return logged, next((text for line in after for text in wanted if text in line), None)
 
 
 def _policy(settings: argparse.Namespace, parameters: object) -> retry.Policy:

