@@ -47,6 +47,15 @@ def log(*lines: str) -> dict[str, Any]:
     return {"total": len(events), "truncated": False, "events": events}
 
 
+def expect_a_retry_started(api: responses.RequestsMock) -> None:
+    """What follows the failed execution's detail and log when nothing stops the controller: no
+    retry of it found, no outputs, the create (answered #78) and the status details."""
+    api.get(LIST_URL, json={"count": 1, "next": None, "results": [crashed()]})
+    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
+    api.post(LIST_URL, json={"id": "id-78", "counter": 78}, status=201)
+    api.post(STATUS_URL)
+
+
 @pytest.fixture(autouse=True)
 def controller_execution(config_dir: Path) -> None:
     """This process is an execution of the step retry-controller."""
@@ -276,10 +285,7 @@ def test_a_traceback_retry_py_printed_before_the_machine_was_lost_is_retried(
     traceback = ["Traceback (most recent call last):", "ConnectionError: db down"]
     api.get(EVENTS_URL, json=log(*traceback, "[retry] waiting 60 s in this execution before starting retry 1"))
     api.get(FAILED_URL, json=crashed())
-    api.get(LIST_URL, json={"count": 1, "next": None, "results": [crashed()]})
-    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
-    api.post(LIST_URL, json={"id": "id-78", "counter": 78}, status=201)
-    api.post(STATUS_URL)
+    expect_a_retry_started(api)
 
     assert run_controller() == 0
     assert [record.outcome for record in records(api)] == ["waiting", "started"]
@@ -309,10 +315,7 @@ def test_a_log_that_cannot_be_read_costs_only_the_log(
 ) -> None:
     api.get(FAILED_URL, json=crashed())
     api.get(EVENTS_URL, status=404, json={"detail": "Not found."})
-    api.get(LIST_URL, json={"count": 1, "next": None, "results": [crashed()]})
-    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
-    api.post(LIST_URL, json={"id": "id-78", "counter": 78}, status=201)
-    api.post(STATUS_URL)
+    expect_a_retry_started(api)
 
     assert run_controller() == 0
     assert [record.outcome for record in records(api)] == ["waiting", "started"]
@@ -349,10 +352,7 @@ def test_a_garbled_status_is_a_failure_without_a_verdict(
 ) -> None:
     api.get(FAILED_URL, json=crashed(status=["error"]))
     api.get(EVENTS_URL, json=log("Killed"))
-    api.get(LIST_URL, json={"count": 1, "next": None, "results": [crashed()]})
-    api.get(DATA_URL, json={"count": 0, "next": None, "results": []})
-    api.post(LIST_URL, json={"id": "id-78", "counter": 78}, status=201)
-    api.post(STATUS_URL)
+    expect_a_retry_started(api)
 
     assert run_controller() == 0
     why = "without a verdict (killed, crashed, or its machine was lost)"

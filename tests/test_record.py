@@ -458,6 +458,20 @@ def test_a_list_entry_without_tags_is_read_whole_so_a_twin_is_not_missed(
 # --- one turn per process: threads, and a not-before that had to be clamped ----------------
 
 
+@pytest.fixture
+def ended(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The codes os._exit was called with; here each ends only its own thread."""
+    codes: list[int] = []
+    monkeypatch.setattr(retry.os, "_exit", lambda code: (codes.append(code), sys.exit(code)))
+    return codes
+
+
+def in_another_thread(runtime: retry.Runtime) -> tuple[threading.Thread, list[tuple[int | None, list[bool]]]]:
+    """A thread (not started) that runs a job in this copy too, and where its result will be."""
+    results: list[tuple[int | None, list[bool]]] = []
+    return threading.Thread(target=lambda: results.append(run_copy(runtime))), results
+
+
 def test_a_not_before_clamped_to_max_delay_is_waited_out_once(
     config_dir: Path,
     api: responses.RequestsMock,
@@ -483,13 +497,11 @@ def test_a_second_thread_in_a_copy_that_stands_down_stands_down_too(
     runtime: retry.Runtime,
     monkeypatch: pytest.MonkeyPatch,
     capsys: Any,
+    ended: list[int],
 ) -> None:
     # The other thread calls run() while this one checks: it waits for the answer, and obeys it.
     this_copy(config_dir, monkeypatch)
-    ended: list[int] = []
-    monkeypatch.setattr(retry.os, "_exit", lambda code: (ended.append(code), sys.exit(code)))
-    results: list[tuple[int | None, list[bool]]] = []
-    other = threading.Thread(target=lambda: results.append(run_copy(runtime)))
+    other, results = in_another_thread(runtime)
 
     def parent_read(request: Any) -> tuple[int, dict[str, str], str]:
         other.start()  # while this thread holds its turn
@@ -512,14 +524,12 @@ def test_ctrl_c_during_the_wait_ends_the_turn_for_every_thread(
     runtime: retry.Runtime,
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
+    ended: list[int],
 ) -> None:
     # A second thread must not take the turn up again: no second wait, no job, no retry.
     this_copy(config_dir, monkeypatch)
     monkeypatch.setenv("RETRY_NOT_BEFORE", retry.format_instant(clock.now_value + 30))
-    ended: list[int] = []
-    monkeypatch.setattr(retry.os, "_exit", lambda code: (ended.append(code), sys.exit(code)))
-    results: list[tuple[int | None, list[bool]]] = []
-    other = threading.Thread(target=lambda: results.append(run_copy(runtime)))
+    other, results = in_another_thread(runtime)
 
     def interrupted_sleep(seconds: float) -> None:
         other.start()
@@ -542,12 +552,11 @@ def test_a_copy_that_stands_down_ends_at_once_whatever_threads_its_job_started(
     runtime: retry.Runtime,
     monkeypatch: pytest.MonkeyPatch,
     capsys: Any,
+    ended: list[int],
 ) -> None:
     this_copy(config_dir, monkeypatch)
     expect_parent(api, parent(record=named("id-42")))
     api.post(STATUS_URL)
-    ended: list[int] = []
-    monkeypatch.setattr(retry.os, "_exit", lambda code: (ended.append(code), sys.exit(code)))
     stop = threading.Event()
     heartbeat = threading.Thread(target=stop.wait, name="heartbeat")  # not a daemon: sys.exit would wait
     heartbeat.start()
